@@ -1,0 +1,53 @@
+//! tmpvault: a hardened, container-first secrets scratch service.
+//!
+//! Secrets live only in zeroizing memory, each with a deadline, and are served
+//! over HTTPS to clients that present a certificate (mTLS). The binary in
+//! `main.rs` only parses the command line and calls into this library, so the
+//! tests drive the real server in-process.
+//!
+//! # Layout
+//!
+//! - [`cli`]: the clap command line (`serve`, `dev`, `selfcheck`, client
+//!   commands) and its `TMPVAULT_*` environment variables.
+//! - [`config`]: the validated server configuration, built from the command
+//!   line in two stages (raw flags, then typed and checked values).
+//! - [`units`]: parsing of durations (`90s`, `15m`, `2h`, `1d`, plain seconds)
+//!   and byte sizes (`64KiB`, `256M`).
+//! - [`key`]: what a key is (`[A-Za-z0-9._-]` segments joined by `/`).
+//! - [`secret`]: [`secret::SecretBytes`], the one type that holds secret bytes;
+//!   zeroized on drop, redacted in `Debug`.
+//! - [`store`]: the sharded in-memory store, its deadline index and purge
+//!   task, and the memory budget.
+//! - [`problem`]: the API error type and the one place where it becomes an RFC
+//!   9457 `application/problem+json` response.
+//! - [`api`]: the v1 routes: request parsing, handlers, responses.
+//! - [`tls`]: rustls server and client configuration (ring provider, TLS 1.3,
+//!   client certificates required) and PEM loading.
+//! - [`server`]: the accept loop with a deadline on every phase, the
+//!   connection cap, and graceful shutdown.
+//! - [`pki`]: certificate generation for `tmpvault dev` and for tests.
+//! - [`dev`]: `tmpvault dev`, the zero-config start.
+//! - [`client`]: [`client::Client`], the async mTLS client behind the CLI's
+//!   `put`/`get`/... commands.
+//! - [`logging`]: tracing setup (`--log-format text|json`).
+//! - [`selfcheck`], [`sysinfo`], [`harden`]: the startup self-check, the
+//!   `/proc` and `statfs` readings it is built on, and the hardening the
+//!   process applies to itself.
+
+pub mod api;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod dev;
+pub mod harden;
+pub mod key;
+pub mod logging;
+pub mod pki;
+pub mod problem;
+pub mod secret;
+pub mod selfcheck;
+pub mod server;
+pub mod store;
+pub mod sysinfo;
+pub mod tls;
+pub mod units;
