@@ -21,6 +21,9 @@
 //! - [`problem`]: the API error type and the one place where it becomes an RFC
 //!   9457 `application/problem+json` response.
 //! - [`api`]: the v1 routes: request parsing, handlers, responses.
+//! - [`app`]: wiring from a validated config to a running service; `serve`,
+//!   `dev` and the tests all start through it.
+//! - [`identity`]: a client's identity from its verified certificate.
 //! - [`tls`]: rustls server and client configuration (ring provider, TLS 1.3,
 //!   client certificates required) and PEM loading.
 //! - [`server`]: the accept loop with a deadline on every phase, the
@@ -35,11 +38,13 @@
 //!   process applies to itself.
 
 pub mod api;
+pub mod app;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod dev;
 pub mod harden;
+pub mod identity;
 pub mod key;
 pub mod logging;
 pub mod pki;

@@ -1,0 +1,738 @@
+//! The v1 HTTP API: routing, request parsing, handlers and responses.
+//!
+//! Handlers return `Result<Response, ApiError>`; [`Api::handle`] turns every
+//! error into a problem response through [`ApiError::into_response`], the only
+//! place that happens. Secret bytes reach the response as a
+//! `Bytes::from_owner` over the stored `Arc<SecretBytes>`: no copy, and the
+//! last owner wipes them.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Body;
+use hyper::header::{
+    HeaderMap, HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, ETAG, EXPIRES,
+    IF_MATCH, IF_NONE_MATCH, LOCATION,
+};
+use hyper::{Method, Request, Response, StatusCode};
+use zeroize::Zeroizing;
+
+use crate::identity::Identity;
+use crate::key::{validate_prefix, Key};
+use crate::problem::ApiError;
+use crate::secret::SecretBytes;
+use crate::store::{End, Meta, Precondition, PutOptions, Store};
+use crate::units::{format_duration, parse_duration};
+
+/// The response body type of every route.
+pub type ResponseBody = Full<Bytes>;
+
+/// Header with the RFC 3339 expiry of a secret.
+pub const EXPIRES_AT: HeaderName = HeaderName::from_static("x-tmpvault-expires-at");
+/// Header with the reads left of a secret that has `max_reads`.
+pub const READS_LEFT: HeaderName = HeaderName::from_static("x-tmpvault-reads-left");
+/// Header with the items left in a list after a pop.
+pub const ITEMS_LEFT: HeaderName = HeaderName::from_static("x-tmpvault-items-left");
+
+const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
+const MAX_CONTENT_TYPE_LEN: usize = 255;
+/// Largest JSON body PATCH accepts.
+const MAX_JSON_BODY: u64 = 4096;
+/// Largest page a list request may ask for.
+pub const MAX_LIST_LIMIT: usize = 1000;
+const DEFAULT_LIST_LIMIT: usize = 100;
+
+/// The OpenAPI 3 description served on `/v1/openapi.json`.
+pub const OPENAPI_JSON: &str = include_str!("openapi.json");
+
+/// Limits and defaults the handlers apply.
+#[derive(Clone, Debug)]
+pub struct ApiSettings {
+    /// TTL when a write gives none.
+    pub default_ttl: Duration,
+    /// Longest TTL a write may ask for.
+    pub max_ttl: Duration,
+    /// Largest secret or list item, in bytes.
+    pub max_value_bytes: u64,
+    /// Deadline for receiving a whole request body.
+    pub body_read_timeout: Duration,
+}
+
+/// A source of the live self-check report as JSON, for `/v1/selfcheck`.
+pub type SelfcheckJson = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// The API: the store plus the settings the handlers apply.
+#[derive(Clone)]
+pub struct Api {
+    store: Store,
+    settings: ApiSettings,
+    selfcheck: Option<SelfcheckJson>,
+}
+
+/// The route a path names, with the raw key where it has one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route<'a> {
+    Secret(&'a str),
+    Secrets,
+    Push(&'a str),
+    Pop(&'a str),
+    Selfcheck,
+    OpenApi,
+}
+
+impl Route<'_> {
+    fn parse(path: &str) -> Option<Route<'_>> {
+        match path {
+            "/v1/secrets" => return Some(Route::Secrets),
+            "/v1/selfcheck" => return Some(Route::Selfcheck),
+            "/v1/openapi.json" => return Some(Route::OpenApi),
+            _ => {}
+        }
+        if let Some(key) = path.strip_prefix("/v1/secrets/") {
+            return Some(Route::Secret(key));
+        }
+        let list = path.strip_prefix("/v1/lists/")?;
+        if let Some(key) = list.strip_suffix("/push") {
+            return Some(Route::Push(key));
+        }
+        list.strip_suffix("/pop").map(Route::Pop)
+    }
+
+    /// The route template, for logs and metrics: never the key itself.
+    fn template(self) -> &'static str {
+        match self {
+            Route::Secret(_) => "/v1/secrets/{key}",
+            Route::Secrets => "/v1/secrets",
+            Route::Push(_) => "/v1/lists/{key}/push",
+            Route::Pop(_) => "/v1/lists/{key}/pop",
+            Route::Selfcheck => "/v1/selfcheck",
+            Route::OpenApi => "/v1/openapi.json",
+        }
+    }
+
+    fn allow(self) -> &'static str {
+        match self {
+            Route::Secret(_) => "GET, HEAD, PUT, PATCH, DELETE",
+            Route::Secrets | Route::Selfcheck | Route::OpenApi => "GET",
+            Route::Push(_) | Route::Pop(_) => "POST",
+        }
+    }
+}
+
+/// The route template of a path, for logs and metrics (`"unknown"` if none).
+pub fn route_template(path: &str) -> &'static str {
+    Route::parse(path).map_or("unknown", Route::template)
+}
+
+/// Parsed query parameters, refusing names the route does not know and
+/// repeated names (a typo like `?tll=5m` must not silently use the default).
+struct Query<'a> {
+    pairs: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+}
+
+impl<'a> Query<'a> {
+    fn parse(raw: Option<&'a str>, allowed: &[&str]) -> Result<Query<'a>, ApiError> {
+        let pairs: Vec<_> = form_urlencoded::parse(raw.unwrap_or("").as_bytes()).collect();
+        for (index, (name, _)) in pairs.iter().enumerate() {
+            if !allowed.contains(&name.as_ref()) {
+                return Err(ApiError::InvalidRequest(format!(
+                    "unknown query parameter {name:?}; this route accepts: {}",
+                    if allowed.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        allowed.join(", ")
+                    }
+                )));
+            }
+            if pairs[..index].iter().any(|(earlier, _)| earlier == name) {
+                return Err(ApiError::InvalidRequest(format!(
+                    "query parameter {name:?} is given more than once"
+                )));
+            }
+        }
+        Ok(Query { pairs })
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_ref())
+    }
+}
+
+fn parse_key(raw: &str) -> Result<Key, ApiError> {
+    Ok(Key::parse(raw)?)
+}
+
+fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<ResponseBody> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+fn etag(revision: u64) -> HeaderValue {
+    // Hex digits and quotes are always a valid header value.
+    HeaderValue::from_str(&format!("\"{revision:x}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
+}
+
+/// The metadata JSON object of the API (never a value).
+pub fn meta_json(meta: &Meta) -> serde_json::Value {
+    serde_json::json!({
+        "key": meta.key.as_str(),
+        "kind": meta.kind.as_str(),
+        "size": meta.size,
+        "version": meta.version,
+        "created_at": rfc3339(meta.created_at),
+        "updated_at": rfc3339(meta.updated_at),
+        "expires_at": rfc3339(meta.expires_at),
+        "reads_left": meta.reads_left,
+        "content_type": meta.content_type.as_deref(),
+    })
+}
+
+fn meta_response(status: StatusCode, meta: &Meta) -> Response<ResponseBody> {
+    let mut response = json_response(status, &meta_json(meta));
+    response.headers_mut().insert(ETAG, etag(meta.revision));
+    response
+}
+
+/// Headers a secret's GET and HEAD share.
+fn secret_headers(headers: &mut HeaderMap, meta: &Meta) {
+    let content_type = meta
+        .content_type
+        .as_deref()
+        .and_then(|value| HeaderValue::from_str(value).ok())
+        .unwrap_or(HeaderValue::from_static(DEFAULT_CONTENT_TYPE));
+    headers.insert(CONTENT_TYPE, content_type);
+    headers.insert(ETAG, etag(meta.revision));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(value) = HeaderValue::from_str(&httpdate::fmt_http_date(meta.expires_at)) {
+        headers.insert(EXPIRES, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&rfc3339(meta.expires_at)) {
+        headers.insert(EXPIRES_AT, value);
+    }
+    if let Some(left) = meta.reads_left {
+        headers.insert(READS_LEFT, HeaderValue::from(left));
+    }
+}
+
+/// Owns secret bytes for the duration of a response body, then wipes them
+/// (through [`SecretBytes`]'s drop).
+struct SecretBody<T>(T);
+
+impl AsRef<[u8]> for SecretBody<Arc<SecretBytes>> {
+    fn as_ref(&self) -> &[u8] {
+        self.0.expose()
+    }
+}
+
+impl AsRef<[u8]> for SecretBody<SecretBytes> {
+    fn as_ref(&self) -> &[u8] {
+        self.0.expose()
+    }
+}
+
+fn header_str<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Result<Option<&'h str>, ApiError> {
+    headers
+        .get(name)
+        .map(|value| {
+            value.to_str().map_err(|_| {
+                ApiError::InvalidRequest(format!("the {name} header is not visible ASCII"))
+            })
+        })
+        .transpose()
+}
+
+fn precondition(headers: &HeaderMap) -> Result<Precondition, ApiError> {
+    let if_match = header_str(headers, &IF_MATCH)?.map(str::trim);
+    let if_none_match = header_str(headers, &IF_NONE_MATCH)?.map(str::trim);
+    match (if_match, if_none_match) {
+        (None, None) => Ok(Precondition::None),
+        (Some(_), Some(_)) => Err(ApiError::InvalidRequest(
+            "use either If-Match or If-None-Match, not both".into(),
+        )),
+        (None, Some("*")) => Ok(Precondition::Absent),
+        (None, Some(_)) => Err(ApiError::InvalidRequest(
+            "If-None-Match supports only \"*\" (create only) on writes".into(),
+        )),
+        (Some("*"), None) => Ok(Precondition::Present),
+        (Some(tag), None) => tag
+            .strip_prefix('"')
+            .and_then(|tag| tag.strip_suffix('"'))
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+            .map(Precondition::Revision)
+            .ok_or_else(|| {
+                ApiError::InvalidRequest(
+                    "If-Match must be \"*\" or one strong ETag as returned by the server".into(),
+                )
+            }),
+    }
+}
+
+/// The media type to store. curl's `--data-binary` labels every body
+/// `application/x-www-form-urlencoded` unless told otherwise; a secret is
+/// never a form, so that label is stored as the default instead of being
+/// served back on every GET.
+fn content_type(headers: &HeaderMap) -> Result<Arc<str>, ApiError> {
+    match header_str(headers, &CONTENT_TYPE)?.map(str::trim) {
+        None | Some("" | "application/x-www-form-urlencoded") => {
+            Ok(Arc::from(DEFAULT_CONTENT_TYPE))
+        }
+        Some(value) if value.len() > MAX_CONTENT_TYPE_LEN => Err(ApiError::InvalidRequest(
+            format!("the Content-Type is longer than {MAX_CONTENT_TYPE_LEN} bytes"),
+        )),
+        Some(value) => Ok(Arc::from(value)),
+    }
+}
+
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    header_str(headers, &CONTENT_LENGTH)?
+        .map(|value| {
+            value
+                .parse::<u64>()
+                .map_err(|_| ApiError::InvalidRequest("Content-Length is not a number".into()))
+        })
+        .transpose()
+}
+
+/// Reads a request body of at most `limit` bytes into wiped-on-drop memory,
+/// refusing an oversize body as soon as it is known to be one (from
+/// Content-Length, or the first chunk past the limit) rather than buffering it.
+async fn read_body<B>(
+    body: B,
+    headers: &HeaderMap,
+    limit: u64,
+    deadline: Duration,
+) -> Result<Zeroizing<Vec<u8>>, ApiError>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let declared = content_length(headers)?;
+    if declared.is_some_and(|length| length > limit) {
+        return Err(ApiError::ValueTooLarge { limit });
+    }
+    // Bounded by `limit` (itself bounded by --max-value-bytes).
+    let capacity = usize::try_from(declared.unwrap_or(0).min(limit)).unwrap_or(0);
+    let collect = async move {
+        let mut body = body;
+        let mut buffer = Zeroizing::new(Vec::with_capacity(capacity));
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|error| {
+                ApiError::InvalidRequest(format!("reading the request body: {error}"))
+            })?;
+            if let Ok(chunk) = frame.into_data() {
+                if (buffer.len() + chunk.len()) as u64 > limit {
+                    return Err(ApiError::ValueTooLarge { limit });
+                }
+                if buffer.len() + chunk.len() > buffer.capacity() {
+                    // Grow by hand so the old block is wiped, not just freed.
+                    let wanted = (buffer.len() + chunk.len()).max(buffer.capacity() * 2);
+                    let mut grown = Zeroizing::new(Vec::with_capacity(
+                        wanted.min(usize::try_from(limit).unwrap_or(usize::MAX)),
+                    ));
+                    grown.extend_from_slice(&buffer);
+                    buffer = grown;
+                }
+                buffer.extend_from_slice(&chunk);
+            }
+        }
+        Ok(buffer)
+    };
+    tokio::time::timeout(deadline, collect)
+        .await
+        .map_err(|_| ApiError::RequestTimeout {
+            seconds: deadline.as_secs(),
+        })?
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RenewBody {
+    ttl: TtlValue,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum TtlValue {
+    Seconds(u64),
+    Text(String),
+}
+
+impl Api {
+    /// Builds the API over a store.
+    pub fn new(store: Store, settings: ApiSettings) -> Api {
+        Api {
+            store,
+            settings,
+            selfcheck: None,
+        }
+    }
+
+    /// Serves `/v1/selfcheck` from `report`, which re-runs the checks.
+    pub fn with_selfcheck(mut self, report: SelfcheckJson) -> Api {
+        self.selfcheck = Some(report);
+        self
+    }
+
+    /// The store behind the API.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Answers one request. Never fails: errors become problem responses.
+    pub async fn handle<B>(
+        &self,
+        identity: &Identity,
+        request: Request<B>,
+    ) -> Response<ResponseBody>
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: std::fmt::Display,
+    {
+        let _ = identity; // Policy checks arrive with the policy module.
+        let mut response = match self.dispatch(request).await {
+            Ok(response) => response,
+            Err(error) => error.into_response(),
+        };
+        response.headers_mut().insert(
+            HeaderName::from_static("x-content-type-options"),
+            HeaderValue::from_static("nosniff"),
+        );
+        response
+    }
+
+    async fn dispatch<B>(&self, request: Request<B>) -> Result<Response<ResponseBody>, ApiError>
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: std::fmt::Display,
+    {
+        let (parts, body) = request.into_parts();
+        let route = Route::parse(parts.uri.path()).ok_or(ApiError::NotFound("no such route"))?;
+        let query = parts.uri.query();
+        let headers = &parts.headers;
+        match (route, &parts.method) {
+            (Route::Secret(raw), &Method::GET) => self.get_secret(raw, query, true),
+            (Route::Secret(raw), &Method::HEAD) => self.get_secret(raw, query, false),
+            (Route::Secret(raw), &Method::PUT) => self.put_secret(raw, query, headers, body).await,
+            (Route::Secret(raw), &Method::PATCH) => self.renew(raw, query, headers, body).await,
+            (Route::Secret(raw), &Method::DELETE) => self.delete(raw, query),
+            (Route::Secrets, &Method::GET) => self.list(query),
+            (Route::Push(raw), &Method::POST) => self.push(raw, query, headers, body).await,
+            (Route::Pop(raw), &Method::POST) => self.pop(raw, query),
+            (Route::Selfcheck, &Method::GET) => self.selfcheck(query),
+            (Route::OpenApi, &Method::GET) => {
+                Query::parse(query, &[])?;
+                let mut response =
+                    Response::new(Full::new(Bytes::from_static(OPENAPI_JSON.as_bytes())));
+                response
+                    .headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                Ok(response)
+            }
+            (route, _) => Err(ApiError::MethodNotAllowed {
+                allow: route.allow(),
+            }),
+        }
+    }
+
+    fn ttl(&self, raw: Option<&str>) -> Result<Duration, ApiError> {
+        let Some(raw) = raw else {
+            return Ok(self.settings.default_ttl);
+        };
+        let ttl = parse_duration(raw).map_err(|error| ApiError::InvalidTtl(error.to_string()))?;
+        if ttl.is_zero() {
+            return Err(ApiError::InvalidTtl(
+                "the ttl must be greater than zero".into(),
+            ));
+        }
+        if ttl > self.settings.max_ttl {
+            return Err(ApiError::InvalidTtl(format!(
+                "{} is longer than the server's --max-ttl of {}",
+                format_duration(ttl),
+                format_duration(self.settings.max_ttl)
+            )));
+        }
+        Ok(ttl)
+    }
+
+    fn get_secret(
+        &self,
+        raw: &str,
+        query: Option<&str>,
+        consume: bool,
+    ) -> Result<Response<ResponseBody>, ApiError> {
+        let key = parse_key(raw)?;
+        Query::parse(query, &[])?;
+        let (bytes, meta) = self.store.get(&key, consume)?;
+        let size = bytes.len();
+        let body = if consume {
+            Bytes::from_owner(SecretBody(bytes))
+        } else {
+            Bytes::new()
+        };
+        let mut response = Response::new(Full::new(body));
+        let headers = response.headers_mut();
+        secret_headers(headers, &meta);
+        if !consume {
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(size));
+        }
+        Ok(response)
+    }
+
+    async fn put_secret<B>(
+        &self,
+        raw: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        body: B,
+    ) -> Result<Response<ResponseBody>, ApiError>
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: std::fmt::Display,
+    {
+        let key = parse_key(raw)?;
+        let query = Query::parse(query, &["ttl", "max_reads"])?;
+        let ttl = self.ttl(query.get("ttl"))?;
+        let max_reads = query
+            .get("max_reads")
+            .map(|raw| match raw.parse::<u32>() {
+                Ok(reads) if reads > 0 => Ok(reads),
+                _ => Err(ApiError::InvalidRequest(format!(
+                    "max_reads must be a whole number from 1 to {}",
+                    u32::MAX
+                ))),
+            })
+            .transpose()?;
+        let options = PutOptions {
+            ttl,
+            max_reads,
+            content_type: content_type(headers)?,
+            precondition: precondition(headers)?,
+        };
+        let value = read_body(
+            body,
+            headers,
+            self.settings.max_value_bytes,
+            self.settings.body_read_timeout,
+        )
+        .await?;
+        let (meta, created) = self.store.put(&key, SecretBytes::new(value), options)?;
+        let status = if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        let mut response = meta_response(status, &meta);
+        if created {
+            if let Ok(location) = HeaderValue::from_str(&format!("/v1/secrets/{key}")) {
+                response.headers_mut().insert(LOCATION, location);
+            }
+        }
+        Ok(response)
+    }
+
+    async fn renew<B>(
+        &self,
+        raw: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        body: B,
+    ) -> Result<Response<ResponseBody>, ApiError>
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: std::fmt::Display,
+    {
+        let key = parse_key(raw)?;
+        Query::parse(query, &[])?;
+        let body = read_body(
+            body,
+            headers,
+            MAX_JSON_BODY,
+            self.settings.body_read_timeout,
+        )
+        .await
+        .map_err(|error| match error {
+            ApiError::ValueTooLarge { .. } => ApiError::InvalidRequest(format!(
+                "the JSON body is larger than {MAX_JSON_BODY} bytes"
+            )),
+            other => other,
+        })?;
+        let renew: RenewBody = serde_json::from_slice(&body).map_err(|error| {
+            ApiError::InvalidRequest(format!(
+                "the body must be JSON like {{\"ttl\": \"10m\"}}: {error}"
+            ))
+        })?;
+        let ttl = match renew.ttl {
+            TtlValue::Seconds(seconds) => self.ttl(Some(&seconds.to_string()))?,
+            TtlValue::Text(text) => self.ttl(Some(&text))?,
+        };
+        let meta = self.store.renew(&key, ttl)?;
+        Ok(meta_response(StatusCode::OK, &meta))
+    }
+
+    fn delete(&self, raw: &str, query: Option<&str>) -> Result<Response<ResponseBody>, ApiError> {
+        let key = parse_key(raw)?;
+        Query::parse(query, &[])?;
+        self.store.delete(&key)?;
+        let mut response = Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        Ok(response)
+    }
+
+    fn list(&self, query: Option<&str>) -> Result<Response<ResponseBody>, ApiError> {
+        let query = Query::parse(query, &["prefix", "limit", "after"])?;
+        let prefix = query.get("prefix").unwrap_or("");
+        validate_prefix(prefix)?;
+        let after = query.get("after").map(parse_key).transpose()?;
+        let limit = match query.get("limit") {
+            None => DEFAULT_LIST_LIMIT,
+            Some(raw) => match raw.parse::<usize>() {
+                Ok(limit) if (1..=MAX_LIST_LIMIT).contains(&limit) => limit,
+                _ => {
+                    return Err(ApiError::InvalidRequest(format!(
+                        "limit must be a whole number from 1 to {MAX_LIST_LIMIT}"
+                    )))
+                }
+            },
+        };
+        let (page, next) = self
+            .store
+            .list(prefix, after.as_ref().map(Key::as_str), limit);
+        let items: Vec<_> = page.iter().map(meta_json).collect();
+        Ok(json_response(
+            StatusCode::OK,
+            &serde_json::json!({ "items": items, "next": next.as_ref().map(Key::as_str) }),
+        ))
+    }
+
+    async fn push<B>(
+        &self,
+        raw: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        body: B,
+    ) -> Result<Response<ResponseBody>, ApiError>
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: std::fmt::Display,
+    {
+        let key = parse_key(raw)?;
+        let query = Query::parse(query, &["ttl"])?;
+        let ttl = self.ttl(query.get("ttl"))?;
+        let item = read_body(
+            body,
+            headers,
+            self.settings.max_value_bytes,
+            self.settings.body_read_timeout,
+        )
+        .await?;
+        let (meta, created) = self.store.push(&key, SecretBytes::new(item), ttl)?;
+        let status = if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        Ok(meta_response(status, &meta))
+    }
+
+    fn pop(&self, raw: &str, query: Option<&str>) -> Result<Response<ResponseBody>, ApiError> {
+        let key = parse_key(raw)?;
+        let query = Query::parse(query, &["from"])?;
+        let end = match query.get("from") {
+            None | Some("newest") => End::Newest,
+            Some("oldest") => End::Oldest,
+            Some(_) => {
+                return Err(ApiError::InvalidRequest(
+                    "from must be \"newest\" or \"oldest\"".into(),
+                ))
+            }
+        };
+        let (item, left) = self.store.pop(&key, end)?;
+        let mut response = Response::new(Full::new(Bytes::from_owner(SecretBody(item))));
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(DEFAULT_CONTENT_TYPE));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(ITEMS_LEFT, HeaderValue::from(left));
+        Ok(response)
+    }
+
+    fn selfcheck(&self, query: Option<&str>) -> Result<Response<ResponseBody>, ApiError> {
+        Query::parse(query, &[])?;
+        let report = self
+            .selfcheck
+            .as_ref()
+            .ok_or(ApiError::Unavailable("the self-check is not available"))?;
+        let mut response = Response::new(Full::new(Bytes::from(report())));
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        Ok(response)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(Route::parse("/v1/secrets/a/b"), Some(Route::Secret("a/b")));
+        assert_eq!(Route::parse("/v1/secrets"), Some(Route::Secrets));
+        assert_eq!(Route::parse("/v1/secrets/"), Some(Route::Secret("")));
+        assert_eq!(
+            Route::parse("/v1/lists/pool/push"),
+            Some(Route::Push("pool"))
+        );
+        assert_eq!(
+            Route::parse("/v1/lists/a/push/pop"),
+            Some(Route::Pop("a/push"))
+        );
+        assert_eq!(Route::parse("/v1/lists/pool"), None);
+        assert_eq!(Route::parse("/v2/secrets"), None);
+        assert_eq!(
+            route_template("/v1/secrets/db/password"),
+            "/v1/secrets/{key}"
+        );
+    }
+
+    #[test]
+    fn preconditions_from_headers() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(precondition(&headers), Ok(Precondition::None));
+        headers.insert(IF_NONE_MATCH, HeaderValue::from_static("*"));
+        assert_eq!(precondition(&headers), Ok(Precondition::Absent));
+        headers.clear();
+        headers.insert(IF_MATCH, HeaderValue::from_static("\"1f\""));
+        assert_eq!(precondition(&headers), Ok(Precondition::Revision(31)));
+        headers.insert(IF_MATCH, HeaderValue::from_static("W/\"1f\""));
+        assert!(precondition(&headers).is_err());
+        headers.insert(IF_NONE_MATCH, HeaderValue::from_static("*"));
+        assert!(precondition(&headers).is_err());
+    }
+
+    #[test]
+    fn queries_refuse_unknown_and_repeated_names() {
+        assert!(Query::parse(Some("ttl=5m&max_reads=1"), &["ttl", "max_reads"]).is_ok());
+        assert!(Query::parse(Some("tll=5m"), &["ttl"]).is_err());
+        assert!(Query::parse(Some("ttl=5m&ttl=1h"), &["ttl"]).is_err());
+        assert_eq!(
+            Query::parse(Some("prefix=a%2Fb"), &["prefix"])
+                .unwrap()
+                .get("prefix"),
+            Some("a/b")
+        );
+    }
+}

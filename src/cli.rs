@@ -1,0 +1,451 @@
+//! The command line: `serve`, `dev`, `selfcheck`, `healthcheck`, `keygen`
+//! and the client commands. Every `serve` flag also reads
+//! `TMPVAULT_<FLAG_IN_CAPS>`; the client commands read `TMPVAULT_ADDR`,
+//! `TMPVAULT_CACERT`, `TMPVAULT_CLIENT_CERT` and `TMPVAULT_CLIENT_KEY`.
+//!
+//! [`main`] is the whole program: parse, harden, run, map the outcome to an
+//! exit code. Errors go to stderr as one line; `get` and `pop` write only
+//! the raw bytes to stdout.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::{Args, Parser, Subcommand};
+use zeroize::Zeroizing;
+
+use crate::api::ApiSettings;
+use crate::client::{Client, ClientError, PutOptions};
+use crate::config::{LogFormat, ServeConfig, SnapshotSetting, DEFAULT_MAX_MEMORY};
+use crate::server::Limits;
+use crate::tls::{ClientTlsFiles, ServerTlsFiles};
+use crate::units::{parse_bytes, parse_duration};
+
+fn duration_arg(raw: &str) -> Result<Duration, String> {
+    parse_duration(raw).map_err(|error| error.to_string())
+}
+
+fn bytes_arg(raw: &str) -> Result<u64, String> {
+    parse_bytes(raw).map_err(|error| error.to_string())
+}
+
+/// tmpvault: secrets held in memory, briefly and safely, served over mTLS.
+#[derive(Debug, Parser)]
+#[command(name = "tmpvault", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (production).
+    Serve(Box<ServeArgs>),
+    /// Run a local server with generated certificates and print how to use it.
+    Dev(DevArgs),
+    /// Store a secret from FILE or stdin.
+    Put(PutArgs),
+    /// Print a secret's raw bytes to stdout.
+    Get(KeyArgs),
+    /// Remove a secret or list.
+    Rm(KeyArgs),
+    /// List keys (metadata only) under an optional prefix.
+    Ls(LsArgs),
+    /// Set a new time to live on a key.
+    Renew(RenewArgs),
+    /// Append an item (from FILE or stdin) to a list.
+    Push(PushArgs),
+    /// Remove an item from a list and print its raw bytes.
+    Pop(PopArgs),
+}
+
+/// Flags of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address of the TLS listener.
+    #[arg(long, env = "TMPVAULT_LISTEN", default_value = "0.0.0.0:8443")]
+    listen: SocketAddr,
+    /// Scratch directory: must be a private tmpfs.
+    #[arg(long, env = "TMPVAULT_SCRATCH_DIR", default_value = "/scratch")]
+    scratch_dir: PathBuf,
+    /// Server certificate chain (PEM).
+    #[arg(long, env = "TMPVAULT_TLS_CERT")]
+    tls_cert: PathBuf,
+    /// Server private key (PEM).
+    #[arg(long, env = "TMPVAULT_TLS_KEY")]
+    tls_key: PathBuf,
+    /// CA bundle that signs client certificates (PEM).
+    #[arg(long, env = "TMPVAULT_CLIENT_CA")]
+    client_ca: PathBuf,
+    /// Plain-HTTP listener for /healthz, /readyz and /metrics.
+    #[arg(long, env = "TMPVAULT_OPS_LISTEN")]
+    ops_listen: Option<SocketAddr>,
+    /// Access policy (JSON).
+    #[arg(long, env = "TMPVAULT_POLICY")]
+    policy: Option<PathBuf>,
+    /// TTL of writes that give none.
+    #[arg(long, env = "TMPVAULT_DEFAULT_TTL", default_value = "1h", value_parser = duration_arg)]
+    default_ttl: Duration,
+    /// Longest TTL a write may ask for.
+    #[arg(long, env = "TMPVAULT_MAX_TTL", default_value = "24h", value_parser = duration_arg)]
+    max_ttl: Duration,
+    /// Largest secret or list item.
+    #[arg(long, env = "TMPVAULT_MAX_VALUE_BYTES", default_value = "64KiB", value_parser = bytes_arg)]
+    max_value_bytes: u64,
+    /// Memory budget for stored data [default: half the cgroup memory limit, else 256MiB].
+    #[arg(long, env = "TMPVAULT_MAX_MEMORY", value_parser = bytes_arg)]
+    max_memory: Option<u64>,
+    /// Snapshots of the store to the scratch directory.
+    #[arg(long, env = "TMPVAULT_SNAPSHOT", value_enum, default_value = "off")]
+    snapshot: SnapshotSetting,
+    /// Key for encrypted snapshots (32 bytes, raw or base64).
+    #[arg(long, env = "TMPVAULT_SNAPSHOT_KEY_FILE")]
+    snapshot_key_file: Option<PathBuf>,
+    /// Time between snapshots.
+    #[arg(long, env = "TMPVAULT_SNAPSHOT_INTERVAL", default_value = "30s", value_parser = duration_arg)]
+    snapshot_interval: Duration,
+    /// Refuse to start on self-check warnings, not only failures.
+    #[arg(long, env = "TMPVAULT_STRICT")]
+    strict: bool,
+    /// Log format.
+    #[arg(long, env = "TMPVAULT_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Requests a second allowed per client identity.
+    #[arg(long, env = "TMPVAULT_RATE_LIMIT")]
+    rate_limit: Option<u32>,
+    /// Allow running as root.
+    #[arg(long, env = "TMPVAULT_ALLOW_ROOT")]
+    allow_root: bool,
+    /// Connections served at once (more wait in the backlog).
+    #[arg(long, env = "TMPVAULT_MAX_CONNECTIONS", default_value_t = Limits::default().max_connections)]
+    max_connections: usize,
+}
+
+impl ServeArgs {
+    fn into_config(self) -> ServeConfig {
+        let max_memory = self.max_memory.unwrap_or_else(default_max_memory);
+        ServeConfig {
+            listen: self.listen,
+            scratch_dir: self.scratch_dir,
+            tls: ServerTlsFiles {
+                cert: self.tls_cert,
+                key: self.tls_key,
+                client_ca: self.client_ca,
+            },
+            ops_listen: self.ops_listen,
+            policy: self.policy,
+            api: ApiSettings {
+                default_ttl: self.default_ttl,
+                max_ttl: self.max_ttl,
+                max_value_bytes: self.max_value_bytes,
+                body_read_timeout: Limits::default().body_read_timeout,
+            },
+            max_memory,
+            snapshot: self.snapshot,
+            snapshot_key_file: self.snapshot_key_file,
+            snapshot_interval: self.snapshot_interval,
+            strict: self.strict,
+            rate_limit: self.rate_limit,
+            allow_root: self.allow_root,
+            limits: Limits {
+                max_connections: self.max_connections,
+                ..Limits::default()
+            },
+        }
+    }
+}
+
+/// Half the cgroup memory limit if there is one, else 256 MiB.
+pub fn default_max_memory() -> u64 {
+    crate::sysinfo::cgroup_memory_limit().map_or(DEFAULT_MAX_MEMORY, |limit| limit / 2)
+}
+
+/// Flags of `dev`.
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Address of the TLS listener.
+    #[arg(long, env = "TMPVAULT_LISTEN", default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+    /// Directory for the generated certificates [default: a new private dir under /dev/shm].
+    #[arg(long, env = "TMPVAULT_SCRATCH_DIR")]
+    pub scratch_dir: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, env = "TMPVAULT_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// Where the server is and how to prove who we are.
+#[derive(Debug, Args)]
+struct ClientArgs {
+    /// Server address.
+    #[arg(long, env = "TMPVAULT_ADDR", default_value = "https://127.0.0.1:8443")]
+    addr: String,
+    /// CA certificate that signed the server's certificate.
+    #[arg(long, env = "TMPVAULT_CACERT")]
+    cacert: PathBuf,
+    /// Client certificate.
+    #[arg(long, env = "TMPVAULT_CLIENT_CERT")]
+    client_cert: PathBuf,
+    /// Client private key.
+    #[arg(long, env = "TMPVAULT_CLIENT_KEY")]
+    client_key: PathBuf,
+}
+
+impl ClientArgs {
+    fn client(&self) -> Result<Client, ClientError> {
+        Client::new(
+            &self.addr,
+            &ClientTlsFiles {
+                ca: self.cacert.clone(),
+                cert: self.client_cert.clone(),
+                key: self.client_key.clone(),
+            },
+        )
+    }
+}
+
+#[derive(Debug, Args)]
+struct KeyArgs {
+    /// The key, e.g. `db/password`.
+    key: String,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+struct PutArgs {
+    /// The key, e.g. `db/password`.
+    key: String,
+    /// Read the value from this file; `-` or nothing reads stdin.
+    file: Option<PathBuf>,
+    /// Time to live, e.g. `10m` [default: the server's --default-ttl].
+    #[arg(long)]
+    ttl: Option<String>,
+    /// Wipe the secret after this many reads.
+    #[arg(long)]
+    max_reads: Option<u32>,
+    /// Media type served back on GET.
+    #[arg(long)]
+    content_type: Option<String>,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+struct LsArgs {
+    /// Only keys starting with this prefix.
+    #[arg(default_value = "")]
+    prefix: String,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+struct RenewArgs {
+    /// The key.
+    key: String,
+    /// The new time to live from now, e.g. `10m`.
+    #[arg(long)]
+    ttl: String,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+struct PushArgs {
+    /// The list's key.
+    key: String,
+    /// Read the item from this file; `-` or nothing reads stdin.
+    file: Option<PathBuf>,
+    /// Time to live of the list if this push creates it.
+    #[arg(long)]
+    ttl: Option<String>,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+struct PopArgs {
+    /// The list's key.
+    key: String,
+    /// Take the oldest item instead of the newest.
+    #[arg(long)]
+    oldest: bool,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// Reads a value from a file or stdin into wiped-on-drop memory.
+fn read_value(file: Option<&PathBuf>) -> Result<Zeroizing<Vec<u8>>, String> {
+    let mut value = Zeroizing::new(Vec::new());
+    match file {
+        Some(path) if path.as_os_str() != "-" => {
+            let mut file = std::fs::File::open(path)
+                .map_err(|e| format!("reading {}: {e}", path.display()))?;
+            file.read_to_end(&mut value)
+                .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        }
+        _ => {
+            std::io::stdin()
+                .read_to_end(&mut value)
+                .map_err(|e| format!("reading stdin: {e}"))?;
+        }
+    }
+    Ok(value)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| format!("starting the async runtime: {error}"))
+}
+
+/// The program: parse, run, map the outcome to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("tmpvault: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode, String> {
+    match cli.command {
+        Command::Serve(args) => {
+            crate::logging::init(args.log_format);
+            let config = args.into_config();
+            runtime()?.block_on(async {
+                let running = crate::app::start(&config, crate::app::Mode::Serve)
+                    .await
+                    .map_err(|error| error.to_string())?;
+                running
+                    .run(crate::server::shutdown_signal())
+                    .await
+                    .map_err(|error| error.to_string())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dev(args) => {
+            crate::logging::init(args.log_format);
+            runtime()?
+                .block_on(crate::dev::run(args))
+                .map_err(|error| error.to_string())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        command => runtime()?.block_on(client_command(command)),
+    }
+}
+
+async fn client_command(command: Command) -> Result<ExitCode, String> {
+    let stdout = |bytes: &[u8]| {
+        let mut out = std::io::stdout().lock();
+        out.write_all(bytes)
+            .and_then(|()| out.flush())
+            .map_err(|e| format!("writing stdout: {e}"))
+    };
+    let print_json = |value: &serde_json::Value| {
+        let text = serde_json::to_string_pretty(value).unwrap_or_default();
+        stdout(format!("{text}\n").as_bytes())
+    };
+    let problem = |error: ClientError| error.to_string();
+    match command {
+        Command::Put(args) => {
+            let value = read_value(args.file.as_ref())?;
+            let options = PutOptions {
+                ttl: args.ttl.as_deref(),
+                max_reads: args.max_reads,
+                content_type: args.content_type.as_deref(),
+            };
+            let client = args.client.client().map_err(problem)?;
+            let meta = client
+                .put(&args.key, Bytes::from_owner(value), &options)
+                .await
+                .map_err(problem)?;
+            print_json(&meta)?;
+        }
+        Command::Get(args) => {
+            let value = args
+                .client
+                .client()
+                .map_err(problem)?
+                .get(&args.key)
+                .await
+                .map_err(problem)?;
+            stdout(&value)?;
+        }
+        Command::Rm(args) => {
+            args.client
+                .client()
+                .map_err(problem)?
+                .delete(&args.key)
+                .await
+                .map_err(problem)?;
+        }
+        Command::Ls(args) => {
+            let client = args.client.client().map_err(problem)?;
+            let mut after: Option<String> = None;
+            loop {
+                let page = client
+                    .list(
+                        &args.prefix,
+                        after.as_deref(),
+                        Some(crate::api::MAX_LIST_LIMIT),
+                    )
+                    .await
+                    .map_err(problem)?;
+                let mut lines = String::new();
+                for item in page["items"].as_array().into_iter().flatten() {
+                    lines.push_str(&format!(
+                        "{}\t{}\t{}\t{}\n",
+                        item["key"].as_str().unwrap_or(""),
+                        item["kind"].as_str().unwrap_or(""),
+                        item["size"],
+                        item["expires_at"].as_str().unwrap_or(""),
+                    ));
+                }
+                stdout(lines.as_bytes())?;
+                match page["next"].as_str() {
+                    Some(next) => after = Some(next.to_owned()),
+                    None => break,
+                }
+            }
+        }
+        Command::Renew(args) => {
+            let client = args.client.client().map_err(problem)?;
+            print_json(&client.renew(&args.key, &args.ttl).await.map_err(problem)?)?;
+        }
+        Command::Push(args) => {
+            let item = read_value(args.file.as_ref())?;
+            let client = args.client.client().map_err(problem)?;
+            let meta = client
+                .push(&args.key, Bytes::from_owner(item), args.ttl.as_deref())
+                .await
+                .map_err(problem)?;
+            print_json(&meta)?;
+        }
+        Command::Pop(args) => {
+            let client = args.client.client().map_err(problem)?;
+            stdout(&client.pop(&args.key, args.oldest).await.map_err(problem)?)?;
+        }
+        Command::Serve(_) | Command::Dev(_) => unreachable!("handled in run"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,154 @@
+//! The validated server configuration.
+//!
+//! Built in two stages, like aws-secretsmanager-agent's config: clap parses
+//! each flag into a typed value (one clear message per malformed flag), then
+//! [`ServeConfig::validate`] checks how the flags fit together.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::api::ApiSettings;
+use crate::server::Limits;
+use crate::tls::ServerTlsFiles;
+use crate::units::{format_duration, ByteSize};
+
+/// Default budget when no cgroup memory limit is found.
+pub const DEFAULT_MAX_MEMORY: u64 = 256 << 20;
+/// Largest `--max-value-bytes` accepted.
+pub const MAX_VALUE_BYTES_CEILING: u64 = 16 << 20;
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Whether and how the store is written to the scratch directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SnapshotSetting {
+    /// Memory only.
+    Off,
+    /// Plaintext snapshots, only on tmpfs.
+    Plain,
+    /// AES-256-GCM encrypted snapshots.
+    Encrypted,
+}
+
+/// Everything `serve` needs, checked.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// The TLS listener.
+    pub listen: SocketAddr,
+    /// The scratch directory (a tmpfs).
+    pub scratch_dir: PathBuf,
+    /// Certificate, key and client CA files.
+    pub tls: ServerTlsFiles,
+    /// The plain-HTTP listener for probes and metrics, if any.
+    pub ops_listen: Option<SocketAddr>,
+    /// The policy file, if any.
+    pub policy: Option<PathBuf>,
+    /// TTLs and size limits of the API.
+    pub api: ApiSettings,
+    /// The store's memory budget in bytes.
+    pub max_memory: u64,
+    /// Snapshot mode.
+    pub snapshot: SnapshotSetting,
+    /// Snapshot key file.
+    pub snapshot_key_file: Option<PathBuf>,
+    /// Time between snapshots.
+    pub snapshot_interval: Duration,
+    /// Refuse to start on self-check warnings too.
+    pub strict: bool,
+    /// Requests a second per identity, if limited.
+    pub rate_limit: Option<u32>,
+    /// Allow running as root.
+    pub allow_root: bool,
+    /// Connection deadlines and caps.
+    pub limits: Limits,
+}
+
+/// A combination of flags that does not work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A flag's value is out of range or conflicts with another.
+    #[error("{flag}: {reason}")]
+    Invalid {
+        /// The flag.
+        flag: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A flag that this build does not implement yet.
+    #[error("{flag} {value} is not supported by this version of tmpvault yet")]
+    Unsupported {
+        /// The flag.
+        flag: &'static str,
+        /// The value given.
+        value: String,
+    },
+}
+
+impl ServeConfig {
+    /// Checks how the flags fit together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |flag, reason: String| Err(ConfigError::Invalid { flag, reason });
+        if self.api.default_ttl.is_zero() {
+            return invalid("--default-ttl", "must be greater than zero".into());
+        }
+        if self.api.default_ttl > self.api.max_ttl {
+            return invalid(
+                "--default-ttl",
+                format!(
+                    "{} is longer than --max-ttl {}",
+                    format_duration(self.api.default_ttl),
+                    format_duration(self.api.max_ttl)
+                ),
+            );
+        }
+        if self.api.max_value_bytes == 0 || self.api.max_value_bytes > MAX_VALUE_BYTES_CEILING {
+            return invalid(
+                "--max-value-bytes",
+                format!(
+                    "must be from 1 byte to {}",
+                    ByteSize(MAX_VALUE_BYTES_CEILING)
+                ),
+            );
+        }
+        if self.max_memory < self.api.max_value_bytes {
+            return invalid(
+                "--max-memory",
+                format!(
+                    "{} cannot hold even one value of --max-value-bytes {}",
+                    ByteSize(self.max_memory),
+                    ByteSize(self.api.max_value_bytes)
+                ),
+            );
+        }
+        if self.limits.max_connections == 0 {
+            return invalid("--max-connections", "must be at least 1".into());
+        }
+        if self.snapshot != SnapshotSetting::Off {
+            return Err(ConfigError::Unsupported {
+                flag: "--snapshot",
+                value: format!("{:?}", self.snapshot).to_lowercase(),
+            });
+        }
+        if let Some(policy) = &self.policy {
+            return Err(ConfigError::Unsupported {
+                flag: "--policy",
+                value: policy.display().to_string(),
+            });
+        }
+        if let Some(rate) = self.rate_limit {
+            return Err(ConfigError::Unsupported {
+                flag: "--rate-limit",
+                value: rate.to_string(),
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,150 @@
+//! `tmpvault dev`: the zero-config start for a newcomer.
+//!
+//! Makes a fresh 0700 directory on tmpfs (under `/dev/shm` unless
+//! `--scratch-dir` is given), generates a CA, a server certificate for
+//! localhost and a client certificate there, serves on 127.0.0.1:8443, and
+//! prints `export` lines and `curl` commands that work as pasted. On Ctrl-C
+//! the store is wiped and the generated directory removed.
+
+use std::fs::DirBuilder;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::api::ApiSettings;
+use crate::app::{self, AppError, Mode};
+use crate::cli::{default_max_memory, DevArgs};
+use crate::config::{ServeConfig, SnapshotSetting};
+use crate::pki::{ClientName, DevPki, PkiError};
+use crate::server::Limits;
+use crate::tls::ServerTlsFiles;
+
+/// Why `dev` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DevError {
+    /// The scratch directory could not be made.
+    #[error("creating the dev directory {path}: {source}")]
+    Directory {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Certificates could not be generated.
+    #[error("generating dev certificates: {0}")]
+    Pki(#[from] PkiError),
+    /// The server could not start.
+    #[error(transparent)]
+    App(#[from] AppError),
+}
+
+/// The identity of the generated client certificate.
+pub const DEV_CLIENT: &str = "dev-client";
+
+fn fresh_dir(requested: Option<&Path>) -> Result<(PathBuf, bool), DevError> {
+    let create = |path: PathBuf| {
+        DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .map(|()| path.clone())
+            .map_err(|source| DevError::Directory { path, source })
+    };
+    if let Some(dir) = requested {
+        // A given directory is the user's: make a private subdirectory in it
+        // and remove only that.
+        return create(dir.join(format!("tmpvault-dev-{}", std::process::id()))).map(|p| (p, true));
+    }
+    let base = if Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        tracing::warn!("/dev/shm is missing; using the temp dir, which may not be tmpfs");
+        std::env::temp_dir()
+    };
+    let mut suffix = [0u8; 4];
+    let _ = getrandom::fill(&mut suffix);
+    let name = format!("tmpvault-dev-{}", u32::from_le_bytes(suffix));
+    create(base.join(name)).map(|p| (p, true))
+}
+
+fn banner(addr: std::net::SocketAddr, pki: &DevPki) -> String {
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        addr.ip().to_string()
+    };
+    let url = if addr.is_ipv6() {
+        format!("https://[{host}]:{}", addr.port())
+    } else {
+        format!("https://{host}:{}", addr.port())
+    };
+    format!(
+        r#"
+tmpvault dev server on {url} (Ctrl-C to stop; the store and these files are wiped on exit)
+
+# Point the CLI and curl at it:
+export TMPVAULT_ADDR={url}
+export TMPVAULT_CACERT={ca}
+export TMPVAULT_CLIENT_CERT={cert}
+export TMPVAULT_CLIENT_KEY={key}
+
+# Store a secret for 10 minutes, then read it back:
+curl --cacert "$TMPVAULT_CACERT" --cert "$TMPVAULT_CLIENT_CERT" --key "$TMPVAULT_CLIENT_KEY" \
+  -X PUT --data-binary 's3cr3t' "$TMPVAULT_ADDR/v1/secrets/demo/db-password?ttl=10m"
+curl --cacert "$TMPVAULT_CACERT" --cert "$TMPVAULT_CLIENT_CERT" --key "$TMPVAULT_CLIENT_KEY" \
+  "$TMPVAULT_ADDR/v1/secrets/demo/db-password"
+
+# Or with the CLI (in another terminal, after the exports):
+#   echo -n s3cr3t | cargo run --release -- put demo/db-password --ttl 10m
+#   cargo run --release -- get demo/db-password
+"#,
+        ca = pki.ca_cert.display(),
+        cert = pki.client_cert.display(),
+        key = pki.client_key.display(),
+    )
+}
+
+/// Runs the dev server until Ctrl-C or SIGTERM.
+pub async fn run(args: DevArgs) -> Result<(), DevError> {
+    let (dir, remove) = fresh_dir(args.scratch_dir.as_deref())?;
+    let result = serve(&args, &dir).await;
+    if remove {
+        if let Err(error) = std::fs::remove_dir_all(&dir) {
+            tracing::warn!(dir = %dir.display(), %error, "could not remove the dev directory");
+        }
+    }
+    result
+}
+
+async fn serve(args: &DevArgs, dir: &Path) -> Result<(), DevError> {
+    let pki = DevPki::generate(dir, &ClientName::CommonName(DEV_CLIENT.into()))?;
+    let limits = Limits::default();
+    let config = ServeConfig {
+        listen: args.listen,
+        scratch_dir: dir.to_owned(),
+        tls: ServerTlsFiles {
+            cert: pki.server_cert.clone(),
+            key: pki.server_key.clone(),
+            client_ca: pki.ca_cert.clone(),
+        },
+        ops_listen: None,
+        policy: None,
+        api: ApiSettings {
+            default_ttl: Duration::from_secs(3600),
+            max_ttl: Duration::from_secs(86_400),
+            max_value_bytes: 64 * 1024,
+            body_read_timeout: limits.body_read_timeout,
+        },
+        max_memory: default_max_memory(),
+        snapshot: SnapshotSetting::Off,
+        snapshot_key_file: None,
+        snapshot_interval: Duration::from_secs(30),
+        strict: false,
+        rate_limit: None,
+        allow_root: true,
+        limits,
+    };
+    let running = app::start(&config, Mode::Dev).await?;
+    println!("{}", banner(running.local_addr(), &pki));
+    let _ = running.run(crate::server::shutdown_signal()).await;
+    Ok(())
+}

@@ -1,0 +1,1 @@
+//! Process hardening (placeholder until the self-check lands).

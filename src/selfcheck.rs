@@ -1,0 +1,1 @@
+//! The startup self-check (placeholder until it lands).

@@ -1,0 +1,434 @@
+//! The TLS server: accept loop, a deadline on every phase, the connection
+//! cap, and graceful shutdown.
+//!
+//! Shaped after tokio-rustls's `examples/server.rs` and hyper-util's
+//! `examples/server_graceful.rs`:
+//!
+//! - a semaphore permit is taken *before* `accept`, so at the connection cap
+//!   new connections wait in the kernel's backlog instead of being accepted
+//!   and starved;
+//! - accept errors (EMFILE, ENFILE, ECONNABORTED) back off exponentially
+//!   instead of spinning;
+//! - each connection has a handshake deadline, hyper's header-read deadline,
+//!   an idle deadline (no bytes either way) and, in the API, a body deadline;
+//! - on shutdown the listener closes, every connection is told to finish its
+//!   in-flight requests (GOAWAY / `Connection: close`), and the drain has its
+//!   own deadline; then the store is wiped.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::Request;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+
+use crate::api::{route_template, Api};
+use crate::identity::{self, Identity};
+use crate::store::Store;
+
+/// Deadlines and caps on every phase of a connection.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// From TCP accept to a finished TLS handshake.
+    pub handshake_timeout: Duration,
+    /// For a request's headers to arrive (HTTP/1.1).
+    pub header_read_timeout: Duration,
+    /// With no bytes in either direction, the connection is closed.
+    pub idle_timeout: Duration,
+    /// For a whole request body to arrive.
+    pub body_read_timeout: Duration,
+    /// For in-flight requests to finish after a shutdown signal.
+    pub drain_timeout: Duration,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Largest request head (HTTP/1.1 buffer, HTTP/2 header list).
+    pub max_header_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_read_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+            max_header_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The listen address could not be bound.
+    #[error("binding the TLS listener on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+/// Shared state the ops listener and tests can watch.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// True once shutdown has begun.
+    pub draining: AtomicBool,
+    /// TLS handshakes that failed or timed out.
+    pub handshake_failures: AtomicU64,
+}
+
+/// A bound, not yet running server.
+pub struct Server {
+    listener: TcpListener,
+    tls: Arc<RwLock<Arc<ServerConfig>>>,
+    api: Arc<Api>,
+    limits: Limits,
+    health: Arc<Health>,
+}
+
+impl Server {
+    /// Binds the listener. Nothing is accepted until [`Server::run`].
+    pub async fn bind(
+        addr: SocketAddr,
+        tls: Arc<ServerConfig>,
+        api: Api,
+        limits: Limits,
+    ) -> Result<Server, ServerError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        Ok(Server {
+            listener,
+            tls: Arc::new(RwLock::new(tls)),
+            api: Arc::new(api),
+            limits,
+            health: Arc::new(Health::default()),
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The store behind the API.
+    pub fn store(&self) -> Store {
+        self.api.store().clone()
+    }
+
+    /// Health flags shared with the ops listener.
+    pub fn health(&self) -> Arc<Health> {
+        Arc::clone(&self.health)
+    }
+
+    /// The TLS configuration new handshakes use; replace it to reload.
+    pub fn tls_handle(&self) -> Arc<RwLock<Arc<ServerConfig>>> {
+        Arc::clone(&self.tls)
+    }
+
+    /// Serves until `shutdown` completes, then drains and wipes the store.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let Server {
+            listener,
+            tls,
+            api,
+            limits,
+            health,
+        } = self;
+        let limits = Arc::new(limits);
+        let permits = Arc::new(Semaphore::new(limits.max_connections));
+        let graceful = GracefulShutdown::new();
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(limits.max_header_bytes.max(8192))
+            .max_headers(100);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(64)
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10));
+        let builder = Arc::new(builder);
+
+        tokio::pin!(shutdown);
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            let permit = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                permit = Arc::clone(&permits).acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break, // the semaphore is never closed
+                },
+            };
+            let (tcp, peer) = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => {
+                        backoff = Duration::from_millis(5);
+                        accepted
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "accept failed");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                        continue;
+                    }
+                },
+            };
+            let acceptor = TlsAcceptor::from(Arc::clone(
+                &tls.read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            ));
+            let connection = Connection {
+                api: Arc::clone(&api),
+                limits: Arc::clone(&limits),
+                health: Arc::clone(&health),
+                builder: Arc::clone(&builder),
+            };
+            let watcher = graceful.watcher();
+            tokio::spawn(async move {
+                connection.serve(tcp, peer, acceptor, watcher).await;
+                drop(permit);
+            });
+        }
+
+        drop(listener);
+        health.draining.store(true, Ordering::Release);
+        tracing::info!(
+            connections = graceful.count(),
+            "shutting down: draining connections"
+        );
+        tokio::select! {
+            () = graceful.shutdown() => tracing::info!("all connections drained"),
+            () = tokio::time::sleep(limits.drain_timeout) => {
+                tracing::warn!(timeout_s = limits.drain_timeout.as_secs(), "drain deadline passed; closing remaining connections");
+            }
+        }
+        api.store().wipe_all();
+        tracing::info!("store wiped");
+    }
+}
+
+/// What one connection task needs.
+struct Connection {
+    api: Arc<Api>,
+    limits: Arc<Limits>,
+    health: Arc<Health>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+}
+
+impl Connection {
+    async fn serve(
+        self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        acceptor: TlsAcceptor,
+        watcher: hyper_util::server::graceful::Watcher,
+    ) {
+        // Small responses must not wait for Nagle.
+        let _ = tcp.set_nodelay(true);
+        let tls =
+            match tokio::time::timeout(self.limits.handshake_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(error)) => {
+                    self.health
+                        .handshake_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%peer, %error, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    self.health
+                        .handshake_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+        let identity: Identity = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|certs| certs.first())
+            .map_or_else(
+                || Arc::from(identity::ANONYMOUS),
+                identity::from_certificate,
+            );
+
+        let activity = Arc::new(Activity::new());
+        let io = TokioIo::new(Tracked {
+            inner: tls,
+            activity: Arc::clone(&activity),
+        });
+        let api = Arc::clone(&self.api);
+        let service = service_fn(move |request: Request<Incoming>| {
+            let api = Arc::clone(&api);
+            let identity = Arc::clone(&identity);
+            async move {
+                let started = Instant::now();
+                let method = request.method().clone();
+                let route = route_template(request.uri().path());
+                let response = api.handle(&identity, request).await;
+                tracing::info!(
+                    target: "tmpvault::access",
+                    method = %method,
+                    route,
+                    status = response.status().as_u16(),
+                    latency_us = started.elapsed().as_micros() as u64,
+                    identity = %identity,
+                );
+                Ok::<_, Infallible>(response)
+            }
+        });
+        let connection = self.builder.serve_connection(io, service).into_owned();
+        let connection = watcher.watch(connection);
+        tokio::pin!(connection);
+        let idle_timeout = self.limits.idle_timeout;
+        loop {
+            let idle_deadline = activity.last() + idle_timeout;
+            tokio::select! {
+                result = &mut connection => {
+                    if let Err(error) = result {
+                        tracing::debug!(%peer, %error, "connection ended with an error");
+                    }
+                    return;
+                }
+                () = tokio::time::sleep_until(idle_deadline) => {
+                    if activity.last() + idle_timeout <= Instant::now() {
+                        tracing::debug!(%peer, "closing idle connection");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// When a connection last moved a byte, in milliseconds since its start.
+struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// An I/O wrapper that records activity for the idle deadline.
+struct Tracked<T> {
+    inner: T,
+    activity: Arc<Activity>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.activity.touch();
+        }
+        poll
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if matches!(poll, Poll::Ready(Ok(written)) if written > 0) {
+            this.activity.touch();
+        }
+        poll
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if matches!(poll, Poll::Ready(Ok(written)) if written > 0) {
+            this.activity.touch();
+        }
+        poll
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGTERM; stopping on Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}

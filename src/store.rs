@@ -1,0 +1,984 @@
+//! The in-memory store: secrets and lists, each with a deadline.
+//!
+//! Layout, in the spirit of mini-redis's `db.rs`:
+//!
+//! - The keyspace is split over a fixed number of shards, each a
+//!   `std::sync::Mutex<Shard>` holding a `BTreeMap` of entries (ordered, so
+//!   listing by prefix and `after` is a range scan) and a
+//!   `BTreeSet<(Instant, Key)>` of deadlines. Readers of different keys rarely
+//!   meet on the same lock, so reads scale with cores.
+//! - A std `Mutex` (not tokio's) is right here: no lock is ever held across an
+//!   `.await`, and critical sections are a map lookup and a pointer copy.
+//! - One purge task sleeps until the earliest deadline of all shards, or until
+//!   a write brings that deadline forward (a `Notify`). It only ever looks at
+//!   the front of each deadline set: expiry never scans the whole store.
+//! - Values are [`SecretBytes`], wiped on drop. A secret's value sits in an
+//!   `Arc` so a GET hands the bytes to the response without a copy; the last
+//!   owner (store or response) wipes them.
+//! - Every read checks the deadline itself, so an expired entry is never
+//!   served even in the instant before the purge task reaches it.
+//! - A memory budget counts stored bytes (key, value, content type) plus a
+//!   fixed per-item overhead, so a flood of empty secrets is bounded too.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::hash::{BuildHasher, RandomState};
+use std::ops::Bound;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::key::Key;
+use crate::secret::SecretBytes;
+
+/// Bytes charged to the memory budget for each stored item on top of its
+/// key and value: the map nodes, the deadline index entry and the metadata.
+pub const ITEM_OVERHEAD: u64 = 128;
+
+/// Number of shards; a power of two well above the core counts we run on.
+const SHARDS: usize = 16;
+
+/// The kind of an entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A single secret value.
+    Secret,
+    /// A list of one-time items.
+    List,
+}
+
+impl Kind {
+    /// `secret` or `list`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Secret => "secret",
+            Kind::List => "list",
+        }
+    }
+}
+
+/// What a store operation can refuse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// No such key (or it has expired).
+    #[error("no such key")]
+    NotFound,
+    /// The key holds the other kind.
+    #[error("the key holds a {found}, not a {expected}", found = found.as_str(), expected = expected.as_str())]
+    WrongKind {
+        /// What the operation needed.
+        expected: Kind,
+        /// What the key holds.
+        found: Kind,
+    },
+    /// An `If-Match` / `If-None-Match` condition did not hold.
+    #[error("{0}")]
+    PreconditionFailed(&'static str),
+    /// The write would take the store past its memory budget.
+    #[error("storing this would exceed the memory budget of {budget} bytes ({used} in use)")]
+    BudgetExceeded {
+        /// The budget in bytes.
+        budget: u64,
+        /// Bytes in use before the write.
+        used: u64,
+    },
+}
+
+/// A write's condition on the current state of the key.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum Precondition {
+    /// Create or replace.
+    #[default]
+    None,
+    /// `If-None-Match: *`: create only.
+    Absent,
+    /// `If-Match: *`: replace only.
+    Present,
+    /// `If-Match: "<etag>"`: replace only if the current revision matches.
+    Revision(u64),
+}
+
+/// Metadata of an entry, as the API returns it. Never holds a value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Meta {
+    /// The key.
+    pub key: Key,
+    /// Secret or list.
+    pub kind: Kind,
+    /// Bytes of a secret, items of a list.
+    pub size: u64,
+    /// Number of writes to this key since it was created (1 at creation).
+    pub version: u64,
+    /// Store-wide unique revision of the current value: the `ETag`.
+    pub revision: u64,
+    /// When the key was created.
+    pub created_at: SystemTime,
+    /// When the value or its expiry last changed.
+    pub updated_at: SystemTime,
+    /// When the key expires.
+    pub expires_at: SystemTime,
+    /// Reads left before a secret is wiped, if it has `max_reads`.
+    pub reads_left: Option<u32>,
+    /// Media type of a secret (lists have none).
+    pub content_type: Option<Arc<str>>,
+}
+
+/// One entry in a shard.
+struct Entry {
+    value: Value,
+    deadline: Instant,
+    created_at: SystemTime,
+    updated_at: SystemTime,
+    version: u64,
+    revision: u64,
+    reads_left: Option<u32>,
+    content_type: Option<Arc<str>>,
+    /// What this entry is charged against the memory budget.
+    charge: u64,
+}
+
+enum Value {
+    Secret(Arc<SecretBytes>),
+    List(VecDeque<SecretBytes>),
+}
+
+impl Value {
+    fn kind(&self) -> Kind {
+        match self {
+            Value::Secret(_) => Kind::Secret,
+            Value::List(_) => Kind::List,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Shard {
+    entries: BTreeMap<Key, Entry>,
+    deadlines: BTreeSet<(Instant, Key)>,
+}
+
+impl Shard {
+    /// Removes `key` and its deadline. The entry's bytes are wiped when the
+    /// returned entry is dropped; callers drop it after releasing the lock.
+    fn remove(&mut self, key: &Key) -> Option<Entry> {
+        let entry = self.entries.remove(key)?;
+        self.deadlines.remove(&(entry.deadline, key.clone()));
+        Some(entry)
+    }
+
+    /// Returns the live entry for `key`. An expired one is removed first and
+    /// its accounting released at once (so an early return cannot skip it);
+    /// its bytes go to `expired`, to be wiped once the lock is released.
+    fn live(
+        &mut self,
+        key: &Key,
+        now: Instant,
+        shared: &Shared,
+        expired: &mut Option<Entry>,
+    ) -> Option<&mut Entry> {
+        if self
+            .entries
+            .get(key)
+            .is_some_and(|entry| entry.deadline <= now)
+        {
+            *expired = self.remove(key);
+            if let Some(entry) = expired {
+                shared.release(entry);
+                shared.expired.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.entries.get_mut(key)
+    }
+}
+
+/// Where `pop` takes an item from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// The most recently pushed item (a stack).
+    Newest,
+    /// The first pushed item (a queue).
+    Oldest,
+}
+
+/// How a secret is written.
+#[derive(Clone, Debug)]
+pub struct PutOptions {
+    /// Time to live from now.
+    pub ttl: Duration,
+    /// Reads allowed before the secret is wiped.
+    pub max_reads: Option<u32>,
+    /// The media type served back on GET.
+    pub content_type: Arc<str>,
+    /// Condition on the current state.
+    pub precondition: Precondition,
+}
+
+/// Counters for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Live entries (secrets and lists).
+    pub entries: u64,
+    /// Bytes charged against the budget.
+    pub bytes: u64,
+    /// Entries removed by expiry since start.
+    pub expired: u64,
+}
+
+struct Shared {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: RandomState,
+    budget: u64,
+    used: AtomicU64,
+    entries: AtomicU64,
+    expired: AtomicU64,
+    /// Next revision to hand out. Starts at the wall clock in microseconds so
+    /// that an `ETag` from before a restart never matches a new value.
+    next_revision: AtomicU64,
+    /// The purge task's next wake-up, in nanoseconds since `epoch`.
+    next_wake: AtomicU64,
+    epoch: Instant,
+    wake: Notify,
+    closed: AtomicBool,
+}
+
+/// A cheap-to-clone handle to the store.
+#[derive(Clone)]
+pub struct Store {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl Shared {
+    /// Returns a removed entry's bytes and count to the budget.
+    fn release(&self, entry: &Entry) {
+        self.used.fetch_sub(entry.charge, Ordering::Relaxed);
+        self.entries.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    // A panic while holding a shard lock would be a bug; the shard's data is
+    // still consistent (every mutation is a single map operation), so keep
+    // serving rather than poisoning the whole keyspace.
+    shard
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn wall_clock_at(deadline: Instant, now: Instant, wall_now: SystemTime) -> SystemTime {
+    match deadline.checked_duration_since(now) {
+        Some(ahead) => wall_now + ahead,
+        None => wall_now - now.duration_since(deadline),
+    }
+}
+
+impl Entry {
+    fn meta(&self, key: &Key, now: Instant, wall_now: SystemTime) -> Meta {
+        let size = match &self.value {
+            Value::Secret(bytes) => bytes.len() as u64,
+            Value::List(items) => items.len() as u64,
+        };
+        Meta {
+            key: key.clone(),
+            kind: self.value.kind(),
+            size,
+            version: self.version,
+            revision: self.revision,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            expires_at: wall_clock_at(self.deadline, now, wall_now),
+            reads_left: self.reads_left,
+            content_type: self.content_type.clone(),
+        }
+    }
+}
+
+fn secret_charge(key: &Key, value: &SecretBytes, content_type: &str) -> u64 {
+    ITEM_OVERHEAD + key.as_str().len() as u64 + value.len() as u64 + content_type.len() as u64
+}
+
+impl Store {
+    /// Creates an empty store with a memory budget in bytes and starts its
+    /// purge task on the current tokio runtime.
+    pub fn new(budget: u64) -> Store {
+        let epoch = Instant::now();
+        let start_revision = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(1, |since| since.as_micros() as u64);
+        let shared = Arc::new(Shared {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            hasher: RandomState::new(),
+            budget,
+            used: AtomicU64::new(0),
+            entries: AtomicU64::new(0),
+            expired: AtomicU64::new(0),
+            next_revision: AtomicU64::new(start_revision),
+            next_wake: AtomicU64::new(u64::MAX),
+            epoch,
+            wake: Notify::new(),
+            closed: AtomicBool::new(false),
+        });
+        tokio::spawn(purge_task(Arc::clone(&shared)));
+        Store { shared }
+    }
+
+    fn shard(&self, key: &Key) -> &Mutex<Shard> {
+        let index = self.shared.hasher.hash_one(key.as_str()) as usize % SHARDS;
+        &self.shared.shards[index]
+    }
+
+    fn revision(&self) -> u64 {
+        self.shared.next_revision.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Charges `new` bytes against the budget in place of `old`.
+    fn charge(&self, old: u64, new: u64) -> Result<(), StoreError> {
+        if new <= old {
+            self.shared.used.fetch_sub(old - new, Ordering::Relaxed);
+            return Ok(());
+        }
+        let extra = new - old;
+        let budget = self.shared.budget;
+        self.shared
+            .used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                used.checked_add(extra).filter(|total| *total <= budget)
+            })
+            .map(|_| ())
+            .map_err(|used| StoreError::BudgetExceeded { budget, used })
+    }
+
+    /// Tells the purge task about a new deadline if it is the earliest yet.
+    fn schedule(&self, deadline: Instant) {
+        let at = deadline.duration_since(self.shared.epoch).as_nanos() as u64;
+        if self.shared.next_wake.fetch_min(at, Ordering::AcqRel) > at {
+            self.shared.wake.notify_one();
+        }
+    }
+
+    fn deadline_after(&self, ttl: Duration, now: Instant) -> Instant {
+        // `ttl` is bounded by --max-ttl long before this could overflow; fall
+        // back to a far deadline rather than panic if it ever did.
+        now.checked_add(ttl)
+            .unwrap_or_else(|| now + Duration::from_secs(365 * 86_400))
+    }
+
+    /// Stores a secret. Returns its metadata and whether it was created.
+    pub fn put(
+        &self,
+        key: &Key,
+        value: SecretBytes,
+        options: PutOptions,
+    ) -> Result<(Meta, bool), StoreError> {
+        let now = Instant::now();
+        let wall_now = SystemTime::now();
+        let deadline = self.deadline_after(options.ttl, now);
+        let charge = secret_charge(key, &value, &options.content_type);
+        let mut expired = None;
+        let mut replaced = None;
+        let result = {
+            let mut shard = lock(self.shard(key));
+            let existing = shard.live(key, now, &self.shared, &mut expired);
+            match (&options.precondition, &existing) {
+                (Precondition::Absent, Some(_)) => {
+                    return Err(StoreError::PreconditionFailed("the key already exists"))
+                }
+                (Precondition::Present | Precondition::Revision(_), None) => {
+                    return Err(StoreError::PreconditionFailed("the key does not exist"))
+                }
+                (Precondition::Revision(expected), Some(entry)) if entry.revision != *expected => {
+                    return Err(StoreError::PreconditionFailed(
+                        "the ETag does not match the current value",
+                    ))
+                }
+                (_, Some(entry)) if entry.value.kind() == Kind::List => {
+                    return Err(StoreError::WrongKind {
+                        expected: Kind::Secret,
+                        found: Kind::List,
+                    })
+                }
+                _ => {}
+            }
+            let (old_charge, created_at, version) = existing
+                .as_ref()
+                .map_or((0, wall_now, 0), |e| (e.charge, e.created_at, e.version));
+            self.charge(old_charge, charge)?;
+            let entry = Entry {
+                value: Value::Secret(Arc::new(value)),
+                deadline,
+                created_at,
+                updated_at: wall_now,
+                version: version + 1,
+                revision: self.revision(),
+                reads_left: options.max_reads,
+                content_type: Some(options.content_type),
+                charge,
+            };
+            let meta = entry.meta(key, now, wall_now);
+            if let Some(old) = shard.entries.insert(key.clone(), entry) {
+                shard.deadlines.remove(&(old.deadline, key.clone()));
+                replaced = Some(old);
+            } else {
+                self.shared.entries.fetch_add(1, Ordering::Relaxed);
+            }
+            shard.deadlines.insert((deadline, key.clone()));
+            (meta, replaced.is_none())
+        };
+        self.schedule(deadline);
+        // `replaced` and `expired` are dropped (and wiped) here, outside the lock.
+        Ok(result)
+    }
+
+    /// Reads a secret. With `consume`, counts the read against `max_reads`;
+    /// the read that uses up the last one removes the secret in the same
+    /// critical section, so concurrent readers can never both get it.
+    pub fn get(&self, key: &Key, consume: bool) -> Result<(Arc<SecretBytes>, Meta), StoreError> {
+        let now = Instant::now();
+        let wall_now = SystemTime::now();
+        let mut expired = None;
+        let mut consumed = None;
+        let result = {
+            let mut shard = lock(self.shard(key));
+            let entry = shard
+                .live(key, now, &self.shared, &mut expired)
+                .ok_or(StoreError::NotFound)?;
+            let Value::Secret(bytes) = &entry.value else {
+                return Err(StoreError::WrongKind {
+                    expected: Kind::Secret,
+                    found: Kind::List,
+                });
+            };
+            let bytes = Arc::clone(bytes);
+            if consume {
+                if let Some(left) = entry.reads_left.as_mut() {
+                    *left = left.saturating_sub(1);
+                }
+            }
+            let meta = entry.meta(key, now, wall_now);
+            if consume && meta.reads_left == Some(0) {
+                consumed = shard.remove(key);
+            }
+            (bytes, meta)
+        };
+        if let Some(entry) = &consumed {
+            self.shared.release(entry);
+        }
+        drop(expired);
+        Ok(result)
+    }
+
+    /// Metadata of a key of either kind.
+    pub fn meta(&self, key: &Key) -> Result<Meta, StoreError> {
+        let now = Instant::now();
+        let mut expired = None;
+        let mut shard = lock(self.shard(key));
+        let meta = shard
+            .live(key, now, &self.shared, &mut expired)
+            .map(|entry| entry.meta(key, now, SystemTime::now()))
+            .ok_or(StoreError::NotFound);
+        drop(shard);
+        meta
+    }
+
+    /// Sets a new time to live (longer or shorter) on a key of either kind.
+    pub fn renew(&self, key: &Key, ttl: Duration) -> Result<Meta, StoreError> {
+        let now = Instant::now();
+        let wall_now = SystemTime::now();
+        let deadline = self.deadline_after(ttl, now);
+        let mut expired = None;
+        let meta = {
+            let mut shard = lock(self.shard(key));
+            let entry = shard
+                .live(key, now, &self.shared, &mut expired)
+                .ok_or(StoreError::NotFound)?;
+            let old_deadline = std::mem::replace(&mut entry.deadline, deadline);
+            entry.updated_at = wall_now;
+            let meta = entry.meta(key, now, wall_now);
+            shard.deadlines.remove(&(old_deadline, key.clone()));
+            shard.deadlines.insert((deadline, key.clone()));
+            meta
+        };
+        self.schedule(deadline);
+        Ok(meta)
+    }
+
+    /// Removes and wipes a key of either kind. Returns what it was.
+    pub fn delete(&self, key: &Key) -> Result<Kind, StoreError> {
+        let now = Instant::now();
+        let mut expired = None;
+        let removed = {
+            let mut shard = lock(self.shard(key));
+            if shard.live(key, now, &self.shared, &mut expired).is_none() {
+                None
+            } else {
+                shard.remove(key)
+            }
+        };
+        if let Some(entry) = &removed {
+            self.shared.release(entry);
+        }
+        drop(expired);
+        removed
+            .map(|entry| entry.value.kind())
+            .ok_or(StoreError::NotFound)
+    }
+
+    /// Lists metadata of live keys starting with `prefix`, in key order,
+    /// strictly after `after`, at most `limit`. Returns the page and the key
+    /// to continue after when more remain.
+    pub fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (Vec<Meta>, Option<Key>) {
+        self.list_filtered(prefix, after, limit, |_| true)
+    }
+
+    /// Like [`Store::list`], keeping only keys for which `visible` holds (the
+    /// policy's `list` permission), so a page is never short because of it.
+    pub fn list_filtered(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        visible: impl Fn(&Key) -> bool,
+    ) -> (Vec<Meta>, Option<Key>) {
+        let now = Instant::now();
+        let wall_now = SystemTime::now();
+        let lower: Bound<&str> = match after {
+            Some(after) if after >= prefix => Bound::Excluded(after),
+            _ => Bound::Included(prefix),
+        };
+        let mut page = Vec::new();
+        for shard in self.shared.shards.iter() {
+            let shard = lock(shard);
+            let range = shard.entries.range::<str, _>((lower, Bound::Unbounded));
+            page.extend(
+                range
+                    .take_while(|(key, _)| key.as_str().starts_with(prefix))
+                    .filter(|(key, entry)| entry.deadline > now && visible(key))
+                    .take(limit.saturating_add(1))
+                    .map(|(key, entry)| entry.meta(key, now, wall_now)),
+            );
+        }
+        page.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        let next = if page.len() > limit {
+            page.truncate(limit);
+            page.last().map(|meta| meta.key.clone())
+        } else {
+            None
+        };
+        (page, next)
+    }
+
+    /// Appends an item to a list, creating the list with `ttl` if absent.
+    pub fn push(
+        &self,
+        key: &Key,
+        item: SecretBytes,
+        ttl: Duration,
+    ) -> Result<(Meta, bool), StoreError> {
+        let now = Instant::now();
+        let wall_now = SystemTime::now();
+        let item_charge = ITEM_OVERHEAD + item.len() as u64;
+        let mut expired = None;
+        let mut created_deadline = None;
+        let result = {
+            let mut shard = lock(self.shard(key));
+            let revision = self.revision();
+            match shard.live(key, now, &self.shared, &mut expired) {
+                Some(entry) => {
+                    let Value::List(items) = &mut entry.value else {
+                        return Err(StoreError::WrongKind {
+                            expected: Kind::List,
+                            found: Kind::Secret,
+                        });
+                    };
+                    self.charge(0, item_charge)?;
+                    items.push_back(item);
+                    entry.charge += item_charge;
+                    entry.version += 1;
+                    entry.revision = revision;
+                    entry.updated_at = wall_now;
+                    (entry.meta(key, now, wall_now), false)
+                }
+                None => {
+                    let charge = ITEM_OVERHEAD + key.as_str().len() as u64 + item_charge;
+                    self.charge(0, charge)?;
+                    let deadline = self.deadline_after(ttl, now);
+                    let entry = Entry {
+                        value: Value::List(VecDeque::from([item])),
+                        deadline,
+                        created_at: wall_now,
+                        updated_at: wall_now,
+                        version: 1,
+                        revision,
+                        reads_left: None,
+                        content_type: None,
+                        charge,
+                    };
+                    let meta = entry.meta(key, now, wall_now);
+                    shard.entries.insert(key.clone(), entry);
+                    shard.deadlines.insert((deadline, key.clone()));
+                    self.shared.entries.fetch_add(1, Ordering::Relaxed);
+                    created_deadline = Some(deadline);
+                    (meta, true)
+                }
+            }
+        };
+        if let Some(deadline) = created_deadline {
+            self.schedule(deadline);
+        }
+        Ok(result)
+    }
+
+    /// Removes and returns one item of a list; popping the last item deletes
+    /// the list. Returns the item and the number of items left.
+    pub fn pop(&self, key: &Key, end: End) -> Result<(SecretBytes, u64), StoreError> {
+        let now = Instant::now();
+        let wall_now = SystemTime::now();
+        let mut expired = None;
+        let mut emptied = None;
+        let result = {
+            let mut shard = lock(self.shard(key));
+            let revision = self.revision();
+            let entry = shard
+                .live(key, now, &self.shared, &mut expired)
+                .ok_or(StoreError::NotFound)?;
+            let Value::List(items) = &mut entry.value else {
+                return Err(StoreError::WrongKind {
+                    expected: Kind::List,
+                    found: Kind::Secret,
+                });
+            };
+            let item = match end {
+                End::Newest => items.pop_back(),
+                End::Oldest => items.pop_front(),
+            }
+            .ok_or(StoreError::NotFound)?;
+            let left = items.len() as u64;
+            let item_charge = ITEM_OVERHEAD + item.len() as u64;
+            entry.charge -= item_charge;
+            entry.version += 1;
+            entry.revision = revision;
+            entry.updated_at = wall_now;
+            self.shared.used.fetch_sub(item_charge, Ordering::Relaxed);
+            if left == 0 {
+                emptied = shard.remove(key);
+            }
+            (item, left)
+        };
+        if let Some(entry) = &emptied {
+            self.shared.release(entry);
+        }
+        drop(expired);
+        Ok(result)
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            entries: self.shared.entries.load(Ordering::Relaxed),
+            bytes: self.shared.used.load(Ordering::Relaxed),
+            expired: self.shared.expired.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The memory budget in bytes.
+    pub fn budget(&self) -> u64 {
+        self.shared.budget
+    }
+
+    /// Wipes every entry and stops the purge task. Used at shutdown; the
+    /// store stays usable (empty) for requests still draining.
+    pub fn wipe_all(&self) {
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.wake.notify_one();
+        for shard in self.shared.shards.iter() {
+            let taken = std::mem::take(&mut *lock(shard));
+            for entry in taken.entries.values() {
+                self.shared.release(entry);
+            }
+            // `taken` drops here, wiping every value.
+        }
+    }
+}
+
+/// Removes expired entries from the front of each shard's deadline set and
+/// returns the earliest deadline still pending.
+fn purge_expired(shared: &Shared, now: Instant) -> Option<Instant> {
+    let mut earliest: Option<Instant> = None;
+    for shard in shared.shards.iter() {
+        let mut removed = Vec::new();
+        {
+            let mut shard = lock(shard);
+            while let Some((deadline, key)) = shard.deadlines.first().cloned() {
+                if deadline > now {
+                    earliest = Some(earliest.map_or(deadline, |e| e.min(deadline)));
+                    break;
+                }
+                shard.deadlines.pop_first();
+                if let Some(entry) = shard.entries.remove(&key) {
+                    removed.push(entry);
+                }
+            }
+        }
+        for entry in &removed {
+            shared.release(entry);
+            shared.expired.fetch_add(1, Ordering::Relaxed);
+        }
+        // `removed` drops here, outside the lock, wiping the values.
+    }
+    earliest
+}
+
+async fn purge_task(shared: Arc<Shared>) {
+    while !shared.closed.load(Ordering::Acquire) {
+        // Reset before purging: a write that lands after this point lowers
+        // `next_wake` again and notifies, so no deadline is missed.
+        shared.next_wake.store(u64::MAX, Ordering::Release);
+        let now = Instant::now();
+        let next = purge_expired(&shared, now);
+        if let Some(next) = next {
+            let at = next.duration_since(shared.epoch).as_nanos() as u64;
+            shared.next_wake.fetch_min(at, Ordering::AcqRel);
+        }
+        let wake_at = shared.next_wake.load(Ordering::Acquire);
+        let sleep_until =
+            (wake_at != u64::MAX).then(|| shared.epoch + Duration::from_nanos(wake_at));
+        match sleep_until {
+            Some(at) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(at) => {}
+                    () = shared.wake.notified() => {}
+                }
+            }
+            None => shared.wake.notified().await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zeroize::Zeroizing;
+
+    fn key(raw: &str) -> Key {
+        Key::parse(raw).unwrap()
+    }
+
+    fn secret(bytes: &[u8]) -> SecretBytes {
+        SecretBytes::new(Zeroizing::new(bytes.to_vec()))
+    }
+
+    fn options(ttl_secs: u64) -> PutOptions {
+        PutOptions {
+            ttl: Duration::from_secs(ttl_secs),
+            max_reads: None,
+            content_type: Arc::from("application/octet-stream"),
+            precondition: Precondition::None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expired_secrets_are_purged_by_the_deadline_index() {
+        let store = Store::new(1 << 20);
+        store
+            .put(&key("short"), secret(b"one"), options(1))
+            .unwrap();
+        store
+            .put(&key("long"), secret(b"two"), options(60))
+            .unwrap();
+        assert_eq!(store.stats().entries, 2);
+
+        tokio::time::sleep(Duration::from_millis(1_001)).await;
+        tokio::task::yield_now().await;
+        assert_eq!(
+            store.stats().entries,
+            1,
+            "the 1s secret is gone without being touched"
+        );
+        assert_eq!(store.stats().expired, 1);
+        assert_eq!(
+            store.get(&key("short"), true).unwrap_err(),
+            StoreError::NotFound
+        );
+        assert_eq!(store.get(&key("long"), true).unwrap().0.expose(), b"two");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_earlier_deadline_wakes_the_purge_task() {
+        let store = Store::new(1 << 20);
+        store
+            .put(&key("late"), secret(b"x"), options(3600))
+            .unwrap();
+        tokio::task::yield_now().await;
+        store.put(&key("soon"), secret(b"y"), options(2)).unwrap();
+        tokio::time::sleep(Duration::from_millis(2_001)).await;
+        tokio::task::yield_now().await;
+        assert_eq!(store.stats().entries, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn renew_moves_the_deadline() {
+        let store = Store::new(1 << 20);
+        store.put(&key("k"), secret(b"v"), options(1)).unwrap();
+        store.renew(&key("k"), Duration::from_secs(10)).unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(store.get(&key("k"), false).is_ok());
+        store.renew(&key("k"), Duration::from_secs(1)).unwrap();
+        tokio::time::sleep(Duration::from_millis(1_001)).await;
+        tokio::task::yield_now().await;
+        assert_eq!(store.stats().entries, 0);
+    }
+
+    #[tokio::test]
+    async fn read_once_is_removed_by_the_read_that_uses_it_up() {
+        let store = Store::new(1 << 20);
+        let mut opts = options(60);
+        opts.max_reads = Some(2);
+        store.put(&key("k"), secret(b"v"), opts).unwrap();
+        assert!(store.get(&key("k"), false).is_ok(), "HEAD does not count");
+        assert_eq!(store.get(&key("k"), true).unwrap().1.reads_left, Some(1));
+        assert_eq!(store.get(&key("k"), true).unwrap().1.reads_left, Some(0));
+        assert_eq!(
+            store.get(&key("k"), true).unwrap_err(),
+            StoreError::NotFound
+        );
+        assert_eq!(store.stats(), Stats::default());
+    }
+
+    #[tokio::test]
+    async fn preconditions() {
+        let store = Store::new(1 << 20);
+        let k = key("k");
+        let mut opts = options(60);
+        opts.precondition = Precondition::Present;
+        assert!(matches!(
+            store.put(&k, secret(b"a"), opts.clone()),
+            Err(StoreError::PreconditionFailed(_))
+        ));
+        let (meta, created) = store.put(&k, secret(b"a"), options(60)).unwrap();
+        assert!(created);
+        opts.precondition = Precondition::Absent;
+        assert!(matches!(
+            store.put(&k, secret(b"b"), opts.clone()),
+            Err(StoreError::PreconditionFailed(_))
+        ));
+        opts.precondition = Precondition::Revision(meta.revision + 1);
+        assert!(matches!(
+            store.put(&k, secret(b"b"), opts.clone()),
+            Err(StoreError::PreconditionFailed(_))
+        ));
+        opts.precondition = Precondition::Revision(meta.revision);
+        let (second, created) = store.put(&k, secret(b"b"), opts).unwrap();
+        assert!(!created);
+        assert_eq!(second.version, 2);
+        assert_ne!(second.revision, meta.revision);
+        assert_eq!(second.created_at, meta.created_at);
+    }
+
+    #[tokio::test]
+    async fn budget_counts_bytes_and_frees_them() {
+        let k = key("k");
+        let one = secret_charge(&k, &secret(&[0; 100]), "application/octet-stream");
+        let store = Store::new(one);
+        store.put(&k, secret(&[0; 100]), options(60)).unwrap();
+        let err = store
+            .put(&key("other"), secret(&[0; 10]), options(60))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::BudgetExceeded { .. }));
+        assert_eq!(
+            store.get(&k, false).unwrap().0.len(),
+            100,
+            "existing data still readable"
+        );
+        // Replacing with a smaller value of the same key fits.
+        store.put(&k, secret(&[0; 50]), options(60)).unwrap();
+        store.delete(&k).unwrap();
+        assert_eq!(store.stats().bytes, 0);
+    }
+
+    #[tokio::test]
+    async fn lists_push_and_pop_from_either_end() {
+        let store = Store::new(1 << 20);
+        let k = key("pool");
+        assert!(
+            store
+                .push(&k, secret(b"1"), Duration::from_secs(60))
+                .unwrap()
+                .1
+        );
+        assert!(
+            !store
+                .push(&k, secret(b"2"), Duration::from_secs(60))
+                .unwrap()
+                .1
+        );
+        store
+            .push(&k, secret(b"3"), Duration::from_secs(60))
+            .unwrap();
+        assert_eq!(store.pop(&k, End::Newest).unwrap().0.expose(), b"3");
+        assert_eq!(store.pop(&k, End::Oldest).unwrap().0.expose(), b"1");
+        let (last, left) = store.pop(&k, End::Newest).unwrap();
+        assert_eq!((last.expose(), left), (&b"2"[..], 0));
+        assert_eq!(
+            store.pop(&k, End::Newest).unwrap_err(),
+            StoreError::NotFound
+        );
+        assert_eq!(store.stats(), Stats::default());
+        store.put(&key("s"), secret(b"v"), options(60)).unwrap();
+        assert!(matches!(
+            store.push(&key("s"), secret(b"x"), Duration::from_secs(60)),
+            Err(StoreError::WrongKind {
+                expected: Kind::List,
+                found: Kind::Secret
+            })
+        ));
+    }
+
+    #[tokio::test]
+    async fn list_pages_across_shards_in_key_order() {
+        let store = Store::new(1 << 20);
+        for i in 0..25 {
+            store
+                .put(&key(&format!("app/k{i:02}")), secret(b"v"), options(60))
+                .unwrap();
+        }
+        store
+            .put(&key("other/x"), secret(b"v"), options(60))
+            .unwrap();
+        let (page, next) = store.list("app/", None, 10);
+        let keys: Vec<_> = page.iter().map(|m| m.key.to_string()).collect();
+        assert_eq!(keys.first().map(String::as_str), Some("app/k00"));
+        assert_eq!(keys.len(), 10);
+        assert_eq!(next.as_ref().map(Key::as_str), Some("app/k09"));
+        let (page, next) = store.list("app/", Some("app/k19"), 10);
+        assert_eq!(page.len(), 5);
+        assert_eq!(next, None);
+        let (all, _) = store.list("", None, 100);
+        assert_eq!(all.len(), 26);
+    }
+
+    #[tokio::test]
+    async fn wipe_all_empties_everything() {
+        let store = Store::new(1 << 20);
+        store.put(&key("a"), secret(b"v"), options(60)).unwrap();
+        store
+            .push(&key("b"), secret(b"v"), Duration::from_secs(60))
+            .unwrap();
+        store.wipe_all();
+        assert_eq!(store.stats(), Stats::default());
+    }
+}
