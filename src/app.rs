@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use crate::api::Api;
 use crate::config::{ConfigError, ServeConfig};
+use crate::harden::HardeningReport;
+use crate::selfcheck::{self, Context, Report};
 use crate::server::{Health, Server, ServerError};
 use crate::store::Store;
 use crate::tls::{self, TlsError};
@@ -34,9 +36,52 @@ pub enum AppError {
     /// The listener could not be bound.
     #[error(transparent)]
     Server(#[from] ServerError),
-    /// Running as root without `--allow-root`.
-    #[error("refusing to run as root (uid 0): run as an unprivileged user (the image uses 65532), or pass --allow-root")]
-    Root,
+    /// The self-check failed (or warned, with `--strict`).
+    #[error("refusing to start: the self-check {verdict} on {checks} (report above)")]
+    SelfCheck {
+        /// `failed`, or `warned` under `--strict`.
+        verdict: &'static str,
+        /// The ids of the checks that stopped it.
+        checks: String,
+    },
+}
+
+/// Everything the self-check needs, owned, so `/v1/selfcheck` can re-run it.
+#[derive(Clone, Debug)]
+pub struct SelfcheckInputs {
+    context: Context,
+    config: ServeConfig,
+    hardening: HardeningReport,
+}
+
+impl SelfcheckInputs {
+    /// The inputs of a check of `config` in `mode`.
+    pub fn new(config: &ServeConfig, mode: Mode, hardening: HardeningReport) -> SelfcheckInputs {
+        SelfcheckInputs {
+            context: match mode {
+                Mode::Serve => Context::Serve,
+                Mode::Dev => Context::Dev,
+            },
+            config: config.clone(),
+            hardening,
+        }
+    }
+
+    /// Runs every check now.
+    pub fn run(&self) -> Report {
+        let config = &self.config;
+        selfcheck::run(&selfcheck::Input {
+            context: self.context,
+            scratch_dir: &config.scratch_dir,
+            allow_root: config.allow_root,
+            tls_key_file: Some(&config.tls.key),
+            snapshot: config.snapshot,
+            snapshot_key_file: config.snapshot_key_file.as_deref(),
+            max_memory: config.max_memory,
+            policy_present: config.policy.is_some(),
+            hardening: &self.hardening,
+        })
+    }
 }
 
 /// A started service: the listener is bound, nothing is served yet.
@@ -45,15 +90,41 @@ pub struct Running {
     addr: SocketAddr,
 }
 
-/// Builds and binds the service described by `config`.
-pub async fn start(config: &ServeConfig, mode: Mode) -> Result<Running, AppError> {
+/// Builds and binds the service described by `config`, after the
+/// self-check: printed to stderr as a table, and fatal in `serve` when a
+/// check fails (or warns, with `--strict`). `hardening` is what the process
+/// did to itself before the runtime started ([`HardeningReport::not_run`]
+/// for in-process tests).
+pub async fn start(
+    config: &ServeConfig,
+    mode: Mode,
+    hardening: HardeningReport,
+) -> Result<Running, AppError> {
     config.validate()?;
-    if mode == Mode::Serve && !config.allow_root && nix::unistd::geteuid().is_root() {
-        return Err(AppError::Root);
+    let checks = SelfcheckInputs::new(config, mode, hardening);
+    let report = checks.run();
+    eprint!("{}", report.render_table());
+    if mode == Mode::Serve && !report.passes(config.strict) {
+        let worst = report.status;
+        return Err(AppError::SelfCheck {
+            verdict: if worst == selfcheck::Status::Fail {
+                "failed"
+            } else {
+                "warned"
+            },
+            checks: report
+                .checks
+                .iter()
+                .filter(|check| check.status == worst)
+                .map(|check| check.id)
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
     }
     let tls = tls::server_config(&config.tls)?;
     let store = Store::new(config.max_memory);
-    let api = Api::new(store, config.api.clone());
+    let api = Api::new(store, config.api.clone())
+        .with_selfcheck(Arc::new(move || checks.run().to_json()));
     let server = Server::bind(config.listen, tls, api, config.limits.clone()).await?;
     let addr = server.local_addr().map_err(|source| ServerError::Bind {
         addr: config.listen,

@@ -20,6 +20,7 @@ use zeroize::Zeroizing;
 use crate::api::ApiSettings;
 use crate::client::{Client, ClientError, PutOptions};
 use crate::config::{LogFormat, ServeConfig, SnapshotSetting, DEFAULT_MAX_MEMORY};
+use crate::harden::{harden_process, HardeningReport};
 use crate::server::Limits;
 use crate::tls::{ClientTlsFiles, ServerTlsFiles};
 use crate::units::{parse_bytes, parse_duration};
@@ -46,6 +47,8 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Run a local server with generated certificates and print how to use it.
     Dev(DevArgs),
+    /// Run the startup checks and print the report; exit 1 when they fail.
+    Selfcheck(SelfcheckArgs),
     /// Store a secret from FILE or stdin.
     Put(PutArgs),
     /// Print a secret's raw bytes to stdout.
@@ -175,6 +178,64 @@ pub struct DevArgs {
     /// Log format.
     #[arg(long, env = "TMPVAULT_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+}
+
+/// Flags of `selfcheck`: the ones that change what `serve` would check,
+/// read from the same `TMPVAULT_*` variables so that an init step or exec
+/// probe in the same container judges the same configuration.
+#[derive(Debug, Args)]
+pub struct SelfcheckArgs {
+    /// Scratch directory: must be a private tmpfs.
+    #[arg(long, env = "TMPVAULT_SCRATCH_DIR", default_value = "/scratch")]
+    scratch_dir: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Fail on warnings too.
+    #[arg(long, env = "TMPVAULT_STRICT")]
+    strict: bool,
+    /// Allow running as root.
+    #[arg(long, env = "TMPVAULT_ALLOW_ROOT")]
+    allow_root: bool,
+    /// Server private key whose file mode is checked.
+    #[arg(long, env = "TMPVAULT_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Snapshot mode to check for.
+    #[arg(long, env = "TMPVAULT_SNAPSHOT", value_enum, default_value = "off")]
+    snapshot: SnapshotSetting,
+    /// Snapshot key file to check.
+    #[arg(long, env = "TMPVAULT_SNAPSHOT_KEY_FILE")]
+    snapshot_key_file: Option<PathBuf>,
+    /// Memory budget to compare with the cgroup limit.
+    #[arg(long, env = "TMPVAULT_MAX_MEMORY", value_parser = bytes_arg)]
+    max_memory: Option<u64>,
+    /// Policy file (only its presence is checked here).
+    #[arg(long, env = "TMPVAULT_POLICY")]
+    policy: Option<PathBuf>,
+}
+
+fn selfcheck_command(args: &SelfcheckArgs, hardening: &HardeningReport) -> ExitCode {
+    let report = crate::selfcheck::run(&crate::selfcheck::Input {
+        context: crate::selfcheck::Context::Selfcheck,
+        scratch_dir: &args.scratch_dir,
+        allow_root: args.allow_root,
+        tls_key_file: args.tls_key.as_deref(),
+        snapshot: args.snapshot,
+        snapshot_key_file: args.snapshot_key_file.as_deref(),
+        max_memory: args.max_memory.unwrap_or_else(default_max_memory),
+        policy_present: args.policy.is_some(),
+        hardening,
+    });
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.render_table());
+    }
+    if report.passes(args.strict) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// Where the server is and how to prove who we are.
@@ -317,12 +378,20 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode, String> {
+    // Hardening comes first, before the runtime starts any thread:
+    // no_new_privs is per thread and only inherited by threads made later,
+    // and nothing may have read a secret before core dumps are off.
+    let hardening = match cli.command {
+        Command::Serve(_) | Command::Dev(_) | Command::Selfcheck(_) => harden_process(),
+        _ => HardeningReport::not_run(),
+    };
     match cli.command {
+        Command::Selfcheck(args) => Ok(selfcheck_command(&args, &hardening)),
         Command::Serve(args) => {
             crate::logging::init(args.log_format);
             let config = args.into_config();
             runtime()?.block_on(async {
-                let running = crate::app::start(&config, crate::app::Mode::Serve)
+                let running = crate::app::start(&config, crate::app::Mode::Serve, hardening)
                     .await
                     .map_err(|error| error.to_string())?;
                 running
@@ -335,7 +404,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Dev(args) => {
             crate::logging::init(args.log_format);
             runtime()?
-                .block_on(crate::dev::run(args))
+                .block_on(crate::dev::run(args, hardening))
                 .map_err(|error| error.to_string())?;
             Ok(ExitCode::SUCCESS)
         }
@@ -434,7 +503,9 @@ async fn client_command(command: Command) -> Result<ExitCode, String> {
             let client = args.client.client().map_err(problem)?;
             stdout(&client.pop(&args.key, args.oldest).await.map_err(problem)?)?;
         }
-        Command::Serve(_) | Command::Dev(_) => unreachable!("handled in run"),
+        Command::Serve(_) | Command::Dev(_) | Command::Selfcheck(_) => {
+            return Err("not a client command".into())
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

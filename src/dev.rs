@@ -15,6 +15,7 @@ use crate::api::ApiSettings;
 use crate::app::{self, AppError, Mode};
 use crate::cli::{default_max_memory, DevArgs};
 use crate::config::{ServeConfig, SnapshotSetting};
+use crate::harden::HardeningReport;
 use crate::pki::{ClientName, DevPki, PkiError};
 use crate::server::Limits;
 use crate::tls::ServerTlsFiles;
@@ -104,9 +105,9 @@ curl --cacert "$TMPVAULT_CACERT" --cert "$TMPVAULT_CLIENT_CERT" --key "$TMPVAULT
 }
 
 /// Runs the dev server until Ctrl-C or SIGTERM.
-pub async fn run(args: DevArgs) -> Result<(), DevError> {
+pub async fn run(args: DevArgs, hardening: HardeningReport) -> Result<(), DevError> {
     let (dir, remove) = fresh_dir(args.scratch_dir.as_deref())?;
-    let result = serve(&args, &dir).await;
+    let result = serve(&args, &dir, hardening).await;
     if remove {
         if let Err(error) = std::fs::remove_dir_all(&dir) {
             tracing::warn!(dir = %dir.display(), %error, "could not remove the dev directory");
@@ -115,7 +116,7 @@ pub async fn run(args: DevArgs) -> Result<(), DevError> {
     result
 }
 
-async fn serve(args: &DevArgs, dir: &Path) -> Result<(), DevError> {
+async fn serve(args: &DevArgs, dir: &Path, hardening: HardeningReport) -> Result<(), DevError> {
     let pki = DevPki::generate(dir, &ClientName::CommonName(DEV_CLIENT.into()))?;
     let limits = Limits::default();
     let config = ServeConfig {
@@ -143,7 +144,7 @@ async fn serve(args: &DevArgs, dir: &Path) -> Result<(), DevError> {
         allow_root: true,
         limits,
     };
-    let running = app::start(&config, Mode::Dev).await?;
+    let running = app::start(&config, Mode::Dev, hardening).await?;
     println!("{}", banner(running.local_addr(), &pki));
     let _ = running.run(crate::server::shutdown_signal()).await;
     Ok(())

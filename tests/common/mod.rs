@@ -1,0 +1,195 @@
+//! The one test harness: starts the real server in-process on 127.0.0.1:0,
+//! over real TLS, with a CA and certificates generated for each test (no
+//! private key is ever committed), and hands out real mTLS clients.
+#![allow(dead_code)] // each test crate uses a different part of it
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tempfile::TempDir;
+use tmpvault::api::ApiSettings;
+use tmpvault::app::{self, Mode};
+use tmpvault::client::Client;
+use tmpvault::config::{ServeConfig, SnapshotSetting};
+use tmpvault::harden::HardeningReport;
+use tmpvault::pki::{write_private, Authority, ClientName, Issued};
+use tmpvault::server::{Health, Limits};
+use tmpvault::store::Store;
+use tmpvault::tls::{ClientTlsFiles, ServerTlsFiles};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A CA with its server certificate, written to a private tmpfs directory.
+pub struct Pki {
+    pub dir: TempDir,
+    pub ca: Authority,
+    pub ca_path: PathBuf,
+    pub server: ServerTlsFiles,
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        let dir = tempfile::Builder::new()
+            .prefix("tmpvault-test-")
+            .tempdir_in("/dev/shm")
+            .expect("a temp dir on /dev/shm");
+        let ca = Authority::new("tmpvault test CA").expect("CA");
+        let server = ca
+            .issue_server(&["localhost", "127.0.0.1"])
+            .expect("server cert");
+        let ca_path = dir.path().join("ca.pem");
+        write_private(&ca_path, ca.cert_pem().as_bytes()).expect("write CA");
+        let files = ServerTlsFiles {
+            cert: dir.path().join("server.pem"),
+            key: dir.path().join("server-key.pem"),
+            client_ca: ca_path.clone(),
+        };
+        write_private(&files.cert, server.cert_pem.as_bytes()).expect("write cert");
+        write_private(&files.key, server.key_pem.as_bytes()).expect("write key");
+        Pki {
+            dir,
+            ca,
+            ca_path,
+            server: files,
+        }
+    }
+
+    /// Writes an issued client certificate and returns the client's files.
+    pub fn write_client(&self, name: &str, issued: &Issued) -> ClientTlsFiles {
+        let files = ClientTlsFiles {
+            ca: self.ca_path.clone(),
+            cert: self.dir.path().join(format!("{name}.pem")),
+            key: self.dir.path().join(format!("{name}-key.pem")),
+        };
+        write_private(&files.cert, issued.cert_pem.as_bytes()).expect("write client cert");
+        write_private(&files.key, issued.key_pem.as_bytes()).expect("write client key");
+        files
+    }
+
+    /// A fresh client certificate from this CA.
+    pub fn client_files(&self, file_name: &str, name: ClientName) -> ClientTlsFiles {
+        let issued = self.ca.issue_client(&name).expect("client cert");
+        self.write_client(file_name, &issued)
+    }
+
+    pub fn scratch_dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// The configuration the tests start from: small limits, short deadlines.
+pub fn test_config(pki: &Pki) -> ServeConfig {
+    let limits = Limits {
+        handshake_timeout: Duration::from_secs(5),
+        drain_timeout: Duration::from_secs(5),
+        ..Limits::default()
+    };
+    ServeConfig {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        scratch_dir: pki.scratch_dir().to_owned(),
+        tls: pki.server.clone(),
+        ops_listen: None,
+        policy: None,
+        api: ApiSettings {
+            default_ttl: Duration::from_secs(3600),
+            max_ttl: Duration::from_secs(86_400),
+            max_value_bytes: 64 * 1024,
+            body_read_timeout: limits.body_read_timeout,
+        },
+        max_memory: 16 << 20,
+        snapshot: SnapshotSetting::Off,
+        snapshot_key_file: None,
+        snapshot_interval: Duration::from_secs(30),
+        strict: false,
+        rate_limit: None,
+        allow_root: true,
+        limits,
+    }
+}
+
+/// A running in-process server and a client for it.
+pub struct TestServer {
+    pub pki: Pki,
+    pub addr: SocketAddr,
+    pub base: String,
+    pub client: Client,
+    pub client_files: ClientTlsFiles,
+    pub store: Store,
+    pub health: Arc<Health>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        TestServer::start_with(|_| {}).await
+    }
+
+    /// Starts with the test configuration changed by `adjust`.
+    pub async fn start_with(adjust: impl FnOnce(&mut ServeConfig)) -> TestServer {
+        let pki = Pki::new();
+        let mut config = test_config(&pki);
+        adjust(&mut config);
+        // `dev` mode: the in-process tests do not harden the test runner
+        // itself, so the self-check may only warn here, never refuse.
+        let running = app::start(&config, Mode::Dev, HardeningReport::not_run())
+            .await
+            .expect("server starts");
+        let addr = running.local_addr();
+        let store = running.store();
+        let health = running.health();
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            running
+                .run(async {
+                    let _ = rx.await;
+                })
+                .await
+                .expect("server runs");
+        });
+        let client_files = pki.client_files("client", ClientName::CommonName("tester".into()));
+        let base = format!("https://127.0.0.1:{}", addr.port());
+        let client = Client::new(&base, &client_files).expect("client");
+        TestServer {
+            pki,
+            addr,
+            base,
+            client,
+            client_files,
+            store,
+            health,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// A client with its own certificate from the server's CA.
+    pub fn client_named(&self, file_name: &str, name: ClientName) -> Client {
+        let files = self.pki.client_files(file_name, name);
+        Client::new(&self.base, &files).expect("client")
+    }
+
+    /// Sends the shutdown signal and waits for the drain to finish.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task");
+        }
+    }
+}
+
+/// Parses a problem document and returns its `code`, checking the members
+/// RFC 9457 asks for.
+pub fn problem_code(body: &[u8], status: u16) -> String {
+    let json: serde_json::Value = serde_json::from_slice(body).expect("problem JSON");
+    assert_eq!(json["status"], status, "{json}");
+    assert!(json["title"].is_string(), "{json}");
+    assert!(json["detail"].is_string(), "{json}");
+    let code = json["code"].as_str().expect("code").to_owned();
+    assert_eq!(json["type"], format!("urn:tmpvault:problem:{code}"));
+    code
+}
