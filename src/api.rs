@@ -116,7 +116,7 @@ impl Route<'_> {
     fn allow(self) -> &'static str {
         match self {
             Route::Secret(_) => "GET, HEAD, PUT, PATCH, DELETE",
-            Route::Secrets | Route::Selfcheck | Route::OpenApi => "GET",
+            Route::Secrets | Route::Selfcheck | Route::OpenApi => "GET, HEAD",
             Route::Push(_) | Route::Pop(_) => "POST",
         }
     }
@@ -164,12 +164,31 @@ impl<'a> Query<'a> {
     }
 }
 
+/// Parses a key from a request path, percent-decoded first: generic HTTP
+/// clients (and OpenAPI tooling) send `a%2Fb` for the key `a/b`.
 fn parse_key(raw: &str) -> Result<Key, ApiError> {
-    Ok(Key::parse(raw)?)
+    if !raw.contains('%') {
+        return Ok(Key::parse(raw)?);
+    }
+    let decoded = percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| ApiError::InvalidKey(crate::key::KeyError::BadCharacter))?;
+    Ok(Key::parse(&decoded)?)
 }
 
-fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<ResponseBody> {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+/// A 200 with a JSON body that is already text; its Content-Length is set
+/// explicitly so a HEAD answer (whose body is dropped) still carries it.
+fn json_text_response(body: Bytes) -> Response<ResponseBody> {
+    let length = body.len();
+    let mut response = json_response(StatusCode::OK, body);
+    response
+        .headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from(length));
+    response
+}
+
+fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<ResponseBody> {
+    let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -202,7 +221,7 @@ pub fn meta_json(meta: &Meta) -> serde_json::Value {
 }
 
 fn meta_response(status: StatusCode, meta: &Meta) -> Response<ResponseBody> {
-    let mut response = json_response(status, &meta_json(meta));
+    let mut response = json_response(status, meta_json(meta).to_string());
     response.headers_mut().insert(ETAG, etag(meta.revision));
     response
 }
@@ -403,10 +422,17 @@ impl Api {
         B::Error: std::fmt::Display,
     {
         let _ = identity; // Policy checks arrive with the policy module.
+        let head = request.method() == Method::HEAD;
         let mut response = match self.dispatch(request).await {
             Ok(response) => response,
             Err(error) => error.into_response(),
         };
+        if head {
+            // A HEAD answer has the GET answer's headers and no body: a body
+            // here is a protocol error to HTTP/2 peers. Content-Length stays
+            // when a handler set it explicitly.
+            *response.body_mut() = Full::new(Bytes::new());
+        }
         response.headers_mut().insert(
             HeaderName::from_static("x-content-type-options"),
             HeaderValue::from_static("nosniff"),
@@ -429,18 +455,15 @@ impl Api {
             (Route::Secret(raw), &Method::PUT) => self.put_secret(raw, query, headers, body).await,
             (Route::Secret(raw), &Method::PATCH) => self.renew(raw, query, headers, body).await,
             (Route::Secret(raw), &Method::DELETE) => self.delete(raw, query),
-            (Route::Secrets, &Method::GET) => self.list(query),
+            (Route::Secrets, &Method::GET | &Method::HEAD) => self.list(query),
             (Route::Push(raw), &Method::POST) => self.push(raw, query, headers, body).await,
             (Route::Pop(raw), &Method::POST) => self.pop(raw, query),
-            (Route::Selfcheck, &Method::GET) => self.selfcheck(query),
-            (Route::OpenApi, &Method::GET) => {
+            (Route::Selfcheck, &Method::GET | &Method::HEAD) => self.selfcheck(query),
+            (Route::OpenApi, &Method::GET | &Method::HEAD) => {
                 Query::parse(query, &[])?;
-                let mut response =
-                    Response::new(Full::new(Bytes::from_static(OPENAPI_JSON.as_bytes())));
-                response
-                    .headers_mut()
-                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                Ok(response)
+                Ok(json_text_response(Bytes::from_static(
+                    OPENAPI_JSON.as_bytes(),
+                )))
             }
             (route, _) => Err(ApiError::MethodNotAllowed {
                 allow: route.allow(),
@@ -612,10 +635,8 @@ impl Api {
             .store
             .list(prefix, after.as_ref().map(Key::as_str), limit);
         let items: Vec<_> = page.iter().map(meta_json).collect();
-        Ok(json_response(
-            StatusCode::OK,
-            &serde_json::json!({ "items": items, "next": next.as_ref().map(Key::as_str) }),
-        ))
+        let page = serde_json::json!({ "items": items, "next": next.as_ref().map(Key::as_str) });
+        Ok(json_text_response(Bytes::from(page.to_string())))
     }
 
     async fn push<B>(
@@ -675,11 +696,7 @@ impl Api {
             .selfcheck
             .as_ref()
             .ok_or(ApiError::Unavailable("the self-check is not available"))?;
-        let mut response = Response::new(Full::new(Bytes::from(report())));
-        let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        Ok(response)
+        Ok(json_text_response(Bytes::from(report())))
     }
 }
 

@@ -10,10 +10,12 @@ use std::sync::Arc;
 use crate::api::Api;
 use crate::config::{ConfigError, ServeConfig};
 use crate::harden::HardeningReport;
+use crate::ops::Ops;
 use crate::selfcheck::{self, Context, Report};
 use crate::server::{Health, Server, ServerError};
 use crate::store::Store;
 use crate::tls::{self, TlsError};
+use tokio::net::TcpListener;
 
 /// Who is starting the server: `serve` refuses what `dev` only warns about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +38,14 @@ pub enum AppError {
     /// The listener could not be bound.
     #[error(transparent)]
     Server(#[from] ServerError),
+    /// The ops listener could not be bound.
+    #[error("binding the ops listener on {addr}: {source}")]
+    OpsBind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
     /// The self-check failed (or warned, with `--strict`).
     #[error("refusing to start: the self-check {verdict} on {checks} (report above)")]
     SelfCheck {
@@ -84,10 +94,12 @@ impl SelfcheckInputs {
     }
 }
 
-/// A started service: the listener is bound, nothing is served yet.
+/// A started service: the listeners are bound, nothing is served yet.
 pub struct Running {
     server: Server,
     addr: SocketAddr,
+    ops: Option<(TcpListener, Arc<Ops>)>,
+    ops_addr: Option<SocketAddr>,
 }
 
 /// Builds and binds the service described by `config`, after the
@@ -123,20 +135,49 @@ pub async fn start(
     }
     let tls = tls::server_config(&config.tls)?;
     let store = Store::new(config.max_memory);
-    let api = Api::new(store, config.api.clone())
-        .with_selfcheck(Arc::new(move || checks.run().to_json()));
-    let server = Server::bind(config.listen, tls, api, config.limits.clone()).await?;
+    let live_checks = checks.clone();
+    let api = Api::new(store.clone(), config.api.clone())
+        .with_selfcheck(Arc::new(move || live_checks.run().to_json()));
+    let health = Arc::new(Health::default());
+    let ops = match config.ops_listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| AppError::OpsBind { addr, source })?;
+            let ops = Arc::new(Ops {
+                health: Arc::clone(&health),
+                store,
+                selfcheck: checks,
+            });
+            Some((listener, ops))
+        }
+        None => None,
+    };
+    let server = Server::bind(config.listen, tls, api, config.limits.clone(), health).await?;
     let addr = server.local_addr().map_err(|source| ServerError::Bind {
         addr: config.listen,
         source,
     })?;
-    Ok(Running { server, addr })
+    let ops_addr = ops
+        .as_ref()
+        .and_then(|(listener, _)| listener.local_addr().ok());
+    Ok(Running {
+        server,
+        addr,
+        ops,
+        ops_addr,
+    })
 }
 
 impl Running {
     /// The bound TLS address.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The bound ops listener address, if there is one.
+    pub fn ops_addr(&self) -> Option<SocketAddr> {
+        self.ops_addr
     }
 
     /// The store.
@@ -150,9 +191,19 @@ impl Running {
     }
 
     /// Serves until `shutdown` completes, drains, and wipes the store.
+    ///
+    /// The ops listener outlives the drain, so `/readyz` answers 503 while
+    /// in-flight requests finish.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+        let ops_task = self.ops.map(|(listener, ops)| {
+            tracing::info!(listen = ?self.ops_addr, "ops listener serving /healthz, /readyz, /metrics");
+            tokio::spawn(crate::ops::serve(listener, ops))
+        });
         tracing::info!(listen = %self.addr, "tmpvault is serving");
         self.server.run(shutdown).await;
+        if let Some(task) = ops_task {
+            task.abort();
+        }
         Ok(())
     }
 }

@@ -49,6 +49,8 @@ enum Command {
     Dev(DevArgs),
     /// Run the startup checks and print the report; exit 1 when they fail.
     Selfcheck(SelfcheckArgs),
+    /// Exit 0 when the running server's /readyz answers 200 (for probes).
+    Healthcheck(HealthcheckArgs),
     /// Store a secret from FILE or stdin.
     Put(PutArgs),
     /// Print a secret's raw bytes to stdout.
@@ -238,6 +240,20 @@ fn selfcheck_command(args: &SelfcheckArgs, hardening: &HardeningReport) -> ExitC
     }
 }
 
+/// Flags of `healthcheck`.
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// URL to GET [default: /readyz on TMPVAULT_OPS_LISTEN, else http://127.0.0.1:9090/readyz].
+    #[arg(long, env = "TMPVAULT_OPS_URL")]
+    ops_url: Option<String>,
+    /// The server's ops listener, to derive the default URL from.
+    #[arg(long, env = "TMPVAULT_OPS_LISTEN", hide = true)]
+    ops_listen: Option<SocketAddr>,
+    /// Seconds to wait for an answer.
+    #[arg(long, default_value = "3s", value_parser = duration_arg)]
+    timeout: Duration,
+}
+
 /// Where the server is and how to prove who we are.
 #[derive(Debug, Args)]
 struct ClientArgs {
@@ -387,6 +403,21 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
     };
     match cli.command {
         Command::Selfcheck(args) => Ok(selfcheck_command(&args, &hardening)),
+        Command::Healthcheck(args) => {
+            let url = args
+                .ops_url
+                .clone()
+                .unwrap_or_else(|| crate::ops::default_ops_url(args.ops_listen));
+            // A current-thread runtime: a probe runs often and should be light.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|error| format!("starting the async runtime: {error}"))?;
+            runtime
+                .block_on(crate::ops::healthcheck(&url, args.timeout))
+                .map_err(|error| error.to_string())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve(args) => {
             crate::logging::init(args.log_format);
             let config = args.into_config();
@@ -503,7 +534,7 @@ async fn client_command(command: Command) -> Result<ExitCode, String> {
             let client = args.client.client().map_err(problem)?;
             stdout(&client.pop(&args.key, args.oldest).await.map_err(problem)?)?;
         }
-        Command::Serve(_) | Command::Dev(_) | Command::Selfcheck(_) => {
+        Command::Serve(_) | Command::Dev(_) | Command::Selfcheck(_) | Command::Healthcheck(_) => {
             return Err("not a client command".into())
         }
     }

@@ -33,6 +33,9 @@
 //! - [`client`]: [`client::Client`], the async mTLS client behind the CLI's
 //!   `put`/`get`/... commands.
 //! - [`logging`]: tracing setup (`--log-format text|json`).
+//! - [`ops`], [`metrics`]: the plain-HTTP ops listener (`/healthz`,
+//!   `/readyz`, `/metrics`), the `healthcheck` client, and the lock-free
+//!   counters and Prometheus rendering behind `/metrics`.
 //! - [`selfcheck`], [`sysinfo`], [`harden`]: the startup self-check, the
 //!   `/proc` and `statfs` readings it is built on, and the hardening the
 //!   process applies to itself.
@@ -47,6 +50,8 @@ pub mod harden;
 pub mod identity;
 pub mod key;
 pub mod logging;
+pub mod metrics;
+pub mod ops;
 pub mod pki;
 pub mod problem;
 pub mod secret;

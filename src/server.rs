@@ -40,6 +40,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::api::{route_template, Api};
 use crate::identity::{self, Identity};
+use crate::metrics::RequestCounters;
 use crate::store::Store;
 
 /// Deadlines and caps on every phase of a connection.
@@ -88,13 +89,55 @@ pub enum ServerError {
     },
 }
 
-/// Shared state the ops listener and tests can watch.
-#[derive(Debug, Default)]
+/// Flags and counters shared by the TLS server, the ops listener and tests.
+#[derive(Debug)]
 pub struct Health {
     /// True once shutdown has begun.
     pub draining: AtomicBool,
+    /// True once the snapshot (if any) has been loaded.
+    pub snapshot_loaded: AtomicBool,
     /// TLS handshakes that failed or timed out.
     pub handshake_failures: AtomicU64,
+    /// TLS connections open now.
+    pub connections_open: AtomicU64,
+    /// Requests by route and status.
+    pub requests: RequestCounters,
+}
+
+impl Default for Health {
+    fn default() -> Health {
+        Health {
+            draining: AtomicBool::new(false),
+            snapshot_loaded: AtomicBool::new(true),
+            handshake_failures: AtomicU64::new(0),
+            connections_open: AtomicU64::new(0),
+            requests: RequestCounters::default(),
+        }
+    }
+}
+
+impl Health {
+    /// What `/readyz` answers: snapshot loaded and not draining. (The
+    /// self-check needs no flag: `serve` never starts when it fails.)
+    pub fn ready(&self) -> bool {
+        self.snapshot_loaded.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
+    }
+}
+
+/// Counts a connection as open for as long as it lives.
+struct OpenConnection(Arc<Health>);
+
+impl OpenConnection {
+    fn new(health: &Arc<Health>) -> OpenConnection {
+        health.connections_open.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(Arc::clone(health))
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A bound, not yet running server.
@@ -113,6 +156,7 @@ impl Server {
         tls: Arc<ServerConfig>,
         api: Api,
         limits: Limits,
+        health: Arc<Health>,
     ) -> Result<Server, ServerError> {
         let listener = TcpListener::bind(addr)
             .await
@@ -122,7 +166,7 @@ impl Server {
             tls: Arc::new(RwLock::new(tls)),
             api: Arc::new(api),
             limits,
-            health: Arc::new(Health::default()),
+            health,
         })
     }
 
@@ -212,8 +256,10 @@ impl Server {
                 builder: Arc::clone(&builder),
             };
             let watcher = graceful.watcher();
+            let open = OpenConnection::new(&health);
             tokio::spawn(async move {
                 connection.serve(tcp, peer, acceptor, watcher).await;
+                drop(open);
                 drop(permit);
             });
         }
@@ -287,14 +333,17 @@ impl Connection {
             activity: Arc::clone(&activity),
         });
         let api = Arc::clone(&self.api);
+        let health = Arc::clone(&self.health);
         let service = service_fn(move |request: Request<Incoming>| {
             let api = Arc::clone(&api);
             let identity = Arc::clone(&identity);
+            let health = Arc::clone(&health);
             async move {
                 let started = Instant::now();
                 let method = request.method().clone();
                 let route = route_template(request.uri().path());
                 let response = api.handle(&identity, request).await;
+                health.requests.record(route, response.status().as_u16());
                 tracing::info!(
                     target: "tmpvault::access",
                     method = %method,

@@ -98,6 +98,40 @@ async fn put_then_get_returns_the_bytes_with_every_header() {
 }
 
 #[tokio::test]
+async fn percent_encoded_keys_name_the_same_secret() {
+    let server = TestServer::start().await;
+    let put = call(&server, Method::PUT, "/v1/secrets/app%2Fdb", &[], b"v").await;
+    assert_eq!(json(&put)["key"], "app/db");
+    assert_eq!(
+        &call(&server, Method::GET, "/v1/secrets/app/db", &[], b"")
+            .await
+            .body[..],
+        b"v"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn head_works_wherever_get_does_and_never_has_a_body() {
+    let server = TestServer::start().await;
+    for path in ["/v1/secrets", "/v1/openapi.json", "/v1/selfcheck"] {
+        let get = call(&server, Method::GET, path, &[], b"").await;
+        let head = call(&server, Method::HEAD, path, &[], b"").await;
+        assert_eq!(head.status, StatusCode::OK, "{path}");
+        assert!(head.body.is_empty());
+        assert_eq!(
+            head.headers["content-length"],
+            get.body.len().to_string(),
+            "{path}"
+        );
+    }
+    let missing = call(&server, Method::HEAD, "/v1/secrets/absent", &[], b"").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert!(missing.body.is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn replacing_answers_200_and_bumps_the_version_and_etag() {
     let server = TestServer::start().await;
     let first = call(&server, Method::PUT, "/v1/secrets/k", &[], b"one").await;
@@ -767,11 +801,11 @@ async fn unknown_routes_are_404_and_wrong_methods_405_with_allow() {
             "/v1/secrets/k",
             "GET, HEAD, PUT, PATCH, DELETE",
         ),
-        (Method::DELETE, "/v1/secrets", "GET"),
+        (Method::DELETE, "/v1/secrets", "GET, HEAD"),
         (Method::GET, "/v1/lists/l/push", "POST"),
         (Method::GET, "/v1/lists/l/pop", "POST"),
-        (Method::PUT, "/v1/selfcheck", "GET"),
-        (Method::POST, "/v1/openapi.json", "GET"),
+        (Method::PUT, "/v1/selfcheck", "GET, HEAD"),
+        (Method::POST, "/v1/openapi.json", "GET, HEAD"),
     ];
     for (method, path, allow) in cases {
         let response =

@@ -113,6 +113,7 @@ pub fn test_config(pki: &Pki) -> ServeConfig {
 pub struct TestServer {
     pub pki: Pki,
     pub addr: SocketAddr,
+    pub ops_addr: Option<SocketAddr>,
     pub base: String,
     pub client: Client,
     pub client_files: ClientTlsFiles,
@@ -138,6 +139,7 @@ impl TestServer {
             .await
             .expect("server starts");
         let addr = running.local_addr();
+        let ops_addr = running.ops_addr();
         let store = running.store();
         let health = running.health();
         let (tx, rx) = oneshot::channel();
@@ -155,6 +157,7 @@ impl TestServer {
         TestServer {
             pki,
             addr,
+            ops_addr,
             base,
             client,
             client_files,
@@ -169,6 +172,13 @@ impl TestServer {
     pub fn client_named(&self, file_name: &str, name: ClientName) -> Client {
         let files = self.pki.client_files(file_name, name);
         Client::new(&self.base, &files).expect("client")
+    }
+
+    /// Sends the shutdown signal without waiting.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
     }
 
     /// Sends the shutdown signal and waits for the drain to finish.
@@ -192,4 +202,40 @@ pub fn problem_code(body: &[u8], status: u16) -> String {
     let code = json["code"].as_str().expect("code").to_owned();
     assert_eq!(json["type"], format!("urn:tmpvault:problem:{code}"));
     code
+}
+
+/// A raw mTLS connection (HTTP/1.1 by ALPN) for requests the pooled client
+/// cannot make: bodies sent slowly, partial requests, raw bytes.
+pub async fn raw_tls(
+    addr: SocketAddr,
+    files: &ClientTlsFiles,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut config = tmpvault::tls::client_config(files).expect("client TLS config");
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = rustls_pki_types::ServerName::try_from("localhost").expect("server name");
+    connector.connect(name, tcp).await.expect("TLS handshake")
+}
+
+/// GETs a plain-HTTP URL (the ops listener); returns status and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect ops");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut response))
+        .await
+        .expect("ops answers in time")
+        .expect("read");
+    let text = String::from_utf8(response).expect("UTF-8 response");
+    let status = text[9..12].parse().expect("status code");
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }

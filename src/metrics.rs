@@ -1,0 +1,241 @@
+//! Counters for `/metrics`, rendered in the Prometheus text format.
+//!
+//! Request counts live in a fixed table of atomics indexed by route template
+//! and status code: counting a request is one relaxed `fetch_add`, with no
+//! lock and no allocation on the request path. Labels are route templates
+//! and check ids, never a key or a value.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::selfcheck::{Report, Status};
+use crate::store::Stats;
+
+/// Route templates (as the API and the logs spell them) and their metric
+/// labels, in the order of the counter table. The labels avoid `{` and `}`:
+/// the text format allows them in label values, but many small scrapers
+/// split samples at the first `}`.
+pub const ROUTES: [(&str, &str); 7] = [
+    ("/v1/secrets/{key}", "/v1/secrets/:key"),
+    ("/v1/secrets", "/v1/secrets"),
+    ("/v1/lists/{key}/push", "/v1/lists/:key/push"),
+    ("/v1/lists/{key}/pop", "/v1/lists/:key/pop"),
+    ("/v1/selfcheck", "/v1/selfcheck"),
+    ("/v1/openapi.json", "/v1/openapi.json"),
+    ("unknown", "unknown"),
+];
+
+/// Status codes the API can answer with; anything else counts as `other`.
+const STATUSES: [u16; 17] = [
+    200, 201, 204, 304, 400, 401, 403, 404, 405, 408, 409, 412, 413, 429, 431, 503, 507,
+];
+
+/// Requests served, by route template and status.
+#[derive(Debug)]
+pub struct RequestCounters {
+    counts: Vec<AtomicU64>,
+}
+
+impl Default for RequestCounters {
+    fn default() -> RequestCounters {
+        RequestCounters {
+            counts: (0..ROUTES.len() * (STATUSES.len() + 1))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+        }
+    }
+}
+
+impl RequestCounters {
+    /// Counts one request answered on `route` (a template) with `status`.
+    pub fn record(&self, route: &str, status: u16) {
+        let route_index = ROUTES
+            .iter()
+            .position(|(template, _)| *template == route)
+            .unwrap_or(ROUTES.len() - 1);
+        let status_index = STATUSES
+            .iter()
+            .position(|known| *known == status)
+            .unwrap_or(STATUSES.len());
+        let index = route_index * (STATUSES.len() + 1) + status_index;
+        if let Some(counter) = self.counts.get(index) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Every non-zero count as (route, status label, count).
+    fn nonzero(&self) -> impl Iterator<Item = (&'static str, String, u64)> + '_ {
+        self.counts
+            .iter()
+            .enumerate()
+            .filter_map(|(index, counter)| {
+                let count = counter.load(Ordering::Relaxed);
+                if count == 0 {
+                    return None;
+                }
+                let route = ROUTES[index / (STATUSES.len() + 1)].1;
+                let status = STATUSES
+                    .get(index % (STATUSES.len() + 1))
+                    .map_or_else(|| "other".to_owned(), u16::to_string);
+                Some((route, status, count))
+            })
+    }
+}
+
+/// Everything `/metrics` shows, gathered at scrape time.
+pub struct Snapshot<'a> {
+    /// Request counts.
+    pub requests: &'a RequestCounters,
+    /// Store counters.
+    pub store: Stats,
+    /// The store's budget.
+    pub memory_budget: u64,
+    /// Failed or timed-out TLS handshakes.
+    pub handshake_failures: u64,
+    /// Connections open now.
+    pub connections_open: u64,
+    /// Whether /readyz would answer 200.
+    pub ready: bool,
+    /// Whether shutdown has begun.
+    pub draining: bool,
+    /// The self-check, re-run for this scrape.
+    pub selfcheck: &'a Report,
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn resident_memory_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(
+        pages
+            * nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+                .ok()??
+                .unsigned_abs(),
+    )
+}
+
+/// Renders the Prometheus text exposition format (version 0.0.4).
+pub fn render(snapshot: &Snapshot<'_>) -> String {
+    let mut out = String::with_capacity(4096);
+    family(
+        &mut out,
+        "tmpvault_requests_total",
+        "counter",
+        "API requests answered, by route template and status.",
+    );
+    for (route, status, count) in snapshot.requests.nonzero() {
+        let _ = writeln!(
+            out,
+            "tmpvault_requests_total{{route=\"{route}\",status=\"{status}\"}} {count}"
+        );
+    }
+    let gauges: [(&str, &str, &str, u64); 8] = [
+        (
+            "tmpvault_items",
+            "gauge",
+            "Secrets and lists stored.",
+            snapshot.store.entries,
+        ),
+        (
+            "tmpvault_stored_bytes",
+            "gauge",
+            "Bytes charged against the memory budget.",
+            snapshot.store.bytes,
+        ),
+        (
+            "tmpvault_memory_budget_bytes",
+            "gauge",
+            "The memory budget (--max-memory).",
+            snapshot.memory_budget,
+        ),
+        (
+            "tmpvault_expired_total",
+            "counter",
+            "Items removed because their TTL ran out.",
+            snapshot.store.expired,
+        ),
+        (
+            "tmpvault_tls_handshake_failures_total",
+            "counter",
+            "TLS handshakes that failed or timed out.",
+            snapshot.handshake_failures,
+        ),
+        (
+            "tmpvault_connections_open",
+            "gauge",
+            "TLS connections open now.",
+            snapshot.connections_open,
+        ),
+        (
+            "tmpvault_ready",
+            "gauge",
+            "1 when /readyz answers 200.",
+            u64::from(snapshot.ready),
+        ),
+        (
+            "tmpvault_draining",
+            "gauge",
+            "1 once shutdown has begun.",
+            u64::from(snapshot.draining),
+        ),
+    ];
+    for (name, kind, help, value) in gauges {
+        family(&mut out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+    family(
+        &mut out,
+        "tmpvault_selfcheck_status",
+        "gauge",
+        "Self-check result per check: 0 pass, 1 warn, 2 fail.",
+    );
+    for check in &snapshot.selfcheck.checks {
+        let value = match check.status {
+            Status::Pass => 0,
+            Status::Warn => 1,
+            Status::Fail => 2,
+        };
+        let _ = writeln!(
+            out,
+            "tmpvault_selfcheck_status{{check=\"{}\"}} {value}",
+            check.id
+        );
+    }
+    if let Some(rss) = resident_memory_bytes() {
+        family(
+            &mut out,
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+        );
+        let _ = writeln!(out, "process_resident_memory_bytes {rss}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_land_in_their_route_and_status() {
+        let counters = RequestCounters::default();
+        counters.record("/v1/secrets/{key}", 200);
+        counters.record("/v1/secrets/{key}", 200);
+        counters.record("/v1/secrets", 599);
+        counters.record("no such template", 404);
+        let rows: Vec<_> = counters.nonzero().collect();
+        assert_eq!(
+            rows,
+            [
+                ("/v1/secrets/:key", "200".to_owned(), 2),
+                ("/v1/secrets", "other".to_owned(), 1),
+                ("unknown", "404".to_owned(), 1),
+            ]
+        );
+    }
+}

@@ -1,0 +1,219 @@
+//! The ops listener: plain HTTP for the kubelet and Docker, never secrets.
+//!
+//! - `GET /healthz`: 200 while the process serves at all (liveness).
+//! - `GET /readyz`: 200 when the self-check passed, the snapshot (if any)
+//!   is loaded and shutdown has not begun; 503 otherwise (readiness).
+//! - `GET /metrics`: Prometheus text (see [`crate::metrics`]).
+//!
+//! It carries no key name or value, so it needs no TLS; bind it to
+//! 127.0.0.1 unless a kubelet on the pod IP must reach it. `tmpvault
+//! healthcheck` is its client, for images without a shell.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use crate::app::SelfcheckInputs;
+use crate::metrics;
+use crate::server::Health;
+use crate::store::Store;
+
+/// Connections the ops listener serves at once.
+const MAX_OPS_CONNECTIONS: usize = 32;
+
+/// What the ops endpoints read.
+pub struct Ops {
+    /// Flags and counters shared with the TLS server.
+    pub health: Arc<Health>,
+    /// The store, for item and byte counts.
+    pub store: Store,
+    /// Re-runs the self-check for each scrape.
+    pub selfcheck: SelfcheckInputs,
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+impl Ops {
+    fn answer(&self, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = request.uri().path();
+        if !matches!(path, "/healthz" | "/readyz" | "/metrics") {
+            return text(StatusCode::NOT_FOUND, "not found\n");
+        }
+        if request.method() != Method::GET && request.method() != Method::HEAD {
+            let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return response;
+        }
+        match path {
+            "/healthz" => text(StatusCode::OK, "ok\n"),
+            "/readyz" => {
+                if self.health.ready() {
+                    text(StatusCode::OK, "ready\n")
+                } else if self.health.draining.load(Ordering::Acquire) {
+                    text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+                } else {
+                    text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                }
+            }
+            _ => {
+                let report = self.selfcheck.run();
+                let body = metrics::render(&metrics::Snapshot {
+                    requests: &self.health.requests,
+                    store: self.store.stats(),
+                    memory_budget: self.store.budget(),
+                    handshake_failures: self.health.handshake_failures.load(Ordering::Relaxed),
+                    connections_open: self.health.connections_open.load(Ordering::Relaxed),
+                    ready: self.health.ready(),
+                    draining: self.health.draining.load(Ordering::Acquire),
+                    selfcheck: &report,
+                });
+                let mut response = text(StatusCode::OK, body);
+                response.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                response
+            }
+        }
+    }
+}
+
+/// Serves the ops endpoints on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, ops: Arc<Ops>) {
+    let permits = Arc::new(Semaphore::new(MAX_OPS_CONNECTIONS));
+    loop {
+        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+            return;
+        };
+        let (tcp, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "ops listener: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let ops = Arc::clone(&ops);
+        tokio::spawn(async move {
+            let service = service_fn(move |request: Request<Incoming>| {
+                let response = ops.answer(&request);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(5))
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(tcp), service);
+            let _ = tokio::time::timeout(Duration::from_secs(30), connection).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Why a health check did not pass.
+#[derive(Debug, thiserror::Error)]
+pub enum HealthcheckError {
+    /// The URL is not `http://host:port/path`.
+    #[error("invalid ops URL {0:?}: expected http://host:port/path")]
+    Url(String),
+    /// No answer in time, or the connection failed.
+    #[error("{url}: {reason}")]
+    Unreachable {
+        /// The URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The server answered, but not 200.
+    #[error("{url} answered {status}")]
+    NotReady {
+        /// The URL.
+        url: String,
+        /// The status.
+        status: u16,
+    },
+}
+
+/// The URL `healthcheck` uses by default: `/readyz` on the configured ops
+/// listener (`TMPVAULT_OPS_LISTEN`, where an unspecified IP means loopback),
+/// else on 127.0.0.1:9090.
+pub fn default_ops_url(ops_listen: Option<SocketAddr>) -> String {
+    let mut addr = ops_listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9090)));
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv6() {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        });
+    }
+    format!("http://{addr}/readyz")
+}
+
+/// GETs `url` with a deadline; Ok only on 200.
+pub async fn healthcheck(url: &str, timeout: Duration) -> Result<(), HealthcheckError> {
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|_| HealthcheckError::Url(url.to_owned()))?;
+    let (Some("http"), Some(authority)) = (uri.scheme_str(), uri.authority().cloned()) else {
+        return Err(HealthcheckError::Url(url.to_owned()));
+    };
+    let unreachable = |reason: String| HealthcheckError::Unreachable {
+        url: url.to_owned(),
+        reason,
+    };
+    let exchange = async {
+        let tcp = TcpStream::connect(authority.as_str())
+            .await
+            .map_err(|error| unreachable(error.to_string()))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|error| unreachable(error.to_string()))?;
+        tokio::spawn(connection);
+        let request = Request::get(uri.clone())
+            .header(hyper::header::HOST, authority.as_str())
+            .body(Empty::<Bytes>::new())
+            .map_err(|error| unreachable(error.to_string()))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|error| unreachable(error.to_string()))?;
+        let status = response.status();
+        let _ = response.into_body().collect().await;
+        Ok(status)
+    };
+    let status = tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| unreachable(format!("no answer within {}s", timeout.as_secs())))??;
+    if status == StatusCode::OK {
+        Ok(())
+    } else {
+        Err(HealthcheckError::NotReady {
+            url: url.to_owned(),
+            status: status.as_u16(),
+        })
+    }
+}
