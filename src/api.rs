@@ -20,9 +20,12 @@ use hyper::header::{
 use hyper::{Method, Request, Response, StatusCode};
 use zeroize::Zeroizing;
 
+use crate::audit::AuditInfo;
 use crate::identity::Identity;
 use crate::key::{validate_prefix, Key};
+use crate::policy::{Operation, Policy};
 use crate::problem::ApiError;
+use crate::ratelimit::RateLimiter;
 use crate::secret::SecretBytes;
 use crate::store::{End, Meta, Precondition, PutOptions, Store};
 use crate::units::{format_duration, parse_duration};
@@ -64,12 +67,32 @@ pub struct ApiSettings {
 /// A source of the live self-check report as JSON, for `/v1/selfcheck`.
 pub type SelfcheckJson = Arc<dyn Fn() -> String + Send + Sync>;
 
-/// The API: the store plus the settings the handlers apply.
+/// Who may do what: the policy (swapped whole on reload) and the rate
+/// limiter. Without a policy every client the CA trusts may do everything.
+#[derive(Debug, Default)]
+pub struct Access {
+    /// The current policy, if `--policy` was given.
+    pub policy: arc_swap::ArcSwapOption<Policy>,
+    /// Per-identity rate limit, if `--rate-limit` was given.
+    pub limiter: Option<RateLimiter>,
+}
+
+impl Access {
+    fn allows(&self, identity: &str, key: &str, operation: Operation) -> bool {
+        self.policy
+            .load()
+            .as_ref()
+            .is_none_or(|policy| policy.allows(identity, key, operation))
+    }
+}
+
+/// The API: the store plus the settings and access rules the handlers apply.
 #[derive(Clone)]
 pub struct Api {
     store: Store,
     settings: ApiSettings,
     selfcheck: Option<SelfcheckJson>,
+    access: Arc<Access>,
 }
 
 /// The route a path names, with the raw key where it has one.
@@ -377,6 +400,13 @@ where
         })?
 }
 
+/// The caller of a handler: who it is, and where the handler notes what it
+/// did for the audit line.
+struct Caller<'a> {
+    identity: &'a Identity,
+    audit: &'a mut AuditInfo,
+}
+
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RenewBody {
@@ -397,6 +427,33 @@ impl Api {
             store,
             settings,
             selfcheck: None,
+            access: Arc::new(Access::default()),
+        }
+    }
+
+    /// Applies `access` (policy and rate limit) to every request.
+    pub fn with_access(mut self, access: Arc<Access>) -> Api {
+        self.access = access;
+        self
+    }
+
+    /// Records the operation and key in the audit info, then checks the
+    /// policy: 403 when no rule allows it.
+    fn authorize(
+        &self,
+        identity: &Identity,
+        key: &Key,
+        operation: Operation,
+        audit: &mut AuditInfo,
+    ) -> Result<(), ApiError> {
+        audit.operation = Some(operation.as_str());
+        audit.key = Some(key.clone());
+        if self.access.allows(identity, key.as_str(), operation) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "{identity} may not {operation} {key}: no policy rule allows it"
+            )))
         }
     }
 
@@ -412,6 +469,7 @@ impl Api {
     }
 
     /// Answers one request. Never fails: errors become problem responses.
+    /// The response carries an [`AuditInfo`] extension for the audit line.
     pub async fn handle<B>(
         &self,
         identity: &Identity,
@@ -421,12 +479,23 @@ impl Api {
         B: Body<Data = Bytes> + Unpin,
         B::Error: std::fmt::Display,
     {
-        let _ = identity; // Policy checks arrive with the policy module.
         let head = request.method() == Method::HEAD;
-        let mut response = match self.dispatch(request).await {
+        let mut audit = AuditInfo::default();
+        let limited = match &self.access.limiter {
+            Some(limiter) => limiter
+                .check(identity)
+                .map_err(|retry_after| ApiError::RateLimited { retry_after }),
+            None => Ok(()),
+        };
+        let outcome = match limited {
+            Ok(()) => self.dispatch(identity, request, &mut audit).await,
+            Err(error) => Err(error),
+        };
+        let mut response = match outcome {
             Ok(response) => response,
             Err(error) => error.into_response(),
         };
+        response.extensions_mut().insert(audit);
         if head {
             // A HEAD answer has the GET answer's headers and no body: a body
             // here is a protocol error to HTTP/2 peers. Content-Length stays
@@ -440,7 +509,12 @@ impl Api {
         response
     }
 
-    async fn dispatch<B>(&self, request: Request<B>) -> Result<Response<ResponseBody>, ApiError>
+    async fn dispatch<B>(
+        &self,
+        identity: &Identity,
+        request: Request<B>,
+        audit: &mut AuditInfo,
+    ) -> Result<Response<ResponseBody>, ApiError>
     where
         B: Body<Data = Bytes> + Unpin,
         B::Error: std::fmt::Display,
@@ -449,15 +523,20 @@ impl Api {
         let route = Route::parse(parts.uri.path()).ok_or(ApiError::NotFound("no such route"))?;
         let query = parts.uri.query();
         let headers = &parts.headers;
+        let who = Caller { identity, audit };
         match (route, &parts.method) {
-            (Route::Secret(raw), &Method::GET) => self.get_secret(raw, query, true),
-            (Route::Secret(raw), &Method::HEAD) => self.get_secret(raw, query, false),
-            (Route::Secret(raw), &Method::PUT) => self.put_secret(raw, query, headers, body).await,
-            (Route::Secret(raw), &Method::PATCH) => self.renew(raw, query, headers, body).await,
-            (Route::Secret(raw), &Method::DELETE) => self.delete(raw, query),
-            (Route::Secrets, &Method::GET | &Method::HEAD) => self.list(query),
-            (Route::Push(raw), &Method::POST) => self.push(raw, query, headers, body).await,
-            (Route::Pop(raw), &Method::POST) => self.pop(raw, query),
+            (Route::Secret(raw), &Method::GET) => self.get_secret(who, raw, query, true),
+            (Route::Secret(raw), &Method::HEAD) => self.get_secret(who, raw, query, false),
+            (Route::Secret(raw), &Method::PUT) => {
+                self.put_secret(who, raw, query, headers, body).await
+            }
+            (Route::Secret(raw), &Method::PATCH) => {
+                self.renew(who, raw, query, headers, body).await
+            }
+            (Route::Secret(raw), &Method::DELETE) => self.delete(who, raw, query),
+            (Route::Secrets, &Method::GET | &Method::HEAD) => self.list(who, query),
+            (Route::Push(raw), &Method::POST) => self.push(who, raw, query, headers, body).await,
+            (Route::Pop(raw), &Method::POST) => self.pop(who, raw, query),
             (Route::Selfcheck, &Method::GET | &Method::HEAD) => self.selfcheck(query),
             (Route::OpenApi, &Method::GET | &Method::HEAD) => {
                 Query::parse(query, &[])?;
@@ -493,11 +572,13 @@ impl Api {
 
     fn get_secret(
         &self,
+        who: Caller<'_>,
         raw: &str,
         query: Option<&str>,
         consume: bool,
     ) -> Result<Response<ResponseBody>, ApiError> {
         let key = parse_key(raw)?;
+        self.authorize(who.identity, &key, Operation::Read, who.audit)?;
         Query::parse(query, &[])?;
         let (bytes, meta) = self.store.get(&key, consume)?;
         let size = bytes.len();
@@ -517,6 +598,7 @@ impl Api {
 
     async fn put_secret<B>(
         &self,
+        who: Caller<'_>,
         raw: &str,
         query: Option<&str>,
         headers: &HeaderMap,
@@ -527,6 +609,7 @@ impl Api {
         B::Error: std::fmt::Display,
     {
         let key = parse_key(raw)?;
+        self.authorize(who.identity, &key, Operation::Write, who.audit)?;
         let query = Query::parse(query, &["ttl", "max_reads"])?;
         let ttl = self.ttl(query.get("ttl"))?;
         let max_reads = query
@@ -552,6 +635,7 @@ impl Api {
             self.settings.body_read_timeout,
         )
         .await?;
+        who.audit.bytes_in = value.len() as u64;
         let (meta, created) = self.store.put(&key, SecretBytes::new(value), options)?;
         let status = if created {
             StatusCode::CREATED
@@ -569,6 +653,7 @@ impl Api {
 
     async fn renew<B>(
         &self,
+        who: Caller<'_>,
         raw: &str,
         query: Option<&str>,
         headers: &HeaderMap,
@@ -579,6 +664,7 @@ impl Api {
         B::Error: std::fmt::Display,
     {
         let key = parse_key(raw)?;
+        self.authorize(who.identity, &key, Operation::Write, who.audit)?;
         Query::parse(query, &[])?;
         let body = read_body(
             body,
@@ -593,6 +679,7 @@ impl Api {
             )),
             other => other,
         })?;
+        who.audit.bytes_in = body.len() as u64;
         let renew: RenewBody = serde_json::from_slice(&body).map_err(|error| {
             ApiError::InvalidRequest(format!(
                 "the body must be JSON like {{\"ttl\": \"10m\"}}: {error}"
@@ -606,8 +693,14 @@ impl Api {
         Ok(meta_response(StatusCode::OK, &meta))
     }
 
-    fn delete(&self, raw: &str, query: Option<&str>) -> Result<Response<ResponseBody>, ApiError> {
+    fn delete(
+        &self,
+        who: Caller<'_>,
+        raw: &str,
+        query: Option<&str>,
+    ) -> Result<Response<ResponseBody>, ApiError> {
         let key = parse_key(raw)?;
+        self.authorize(who.identity, &key, Operation::Delete, who.audit)?;
         Query::parse(query, &[])?;
         self.store.delete(&key)?;
         let mut response = Response::new(Full::new(Bytes::new()));
@@ -615,10 +708,16 @@ impl Api {
         Ok(response)
     }
 
-    fn list(&self, query: Option<&str>) -> Result<Response<ResponseBody>, ApiError> {
+    fn list(
+        &self,
+        who: Caller<'_>,
+        query: Option<&str>,
+    ) -> Result<Response<ResponseBody>, ApiError> {
         let query = Query::parse(query, &["prefix", "limit", "after"])?;
         let prefix = query.get("prefix").unwrap_or("");
         validate_prefix(prefix)?;
+        who.audit.operation = Some(Operation::List.as_str());
+        who.audit.prefix = Some(prefix.into());
         let after = query.get("after").map(parse_key).transpose()?;
         let limit = match query.get("limit") {
             None => DEFAULT_LIST_LIMIT,
@@ -631,9 +730,14 @@ impl Api {
                 }
             },
         };
-        let (page, next) = self
-            .store
-            .list(prefix, after.as_ref().map(Key::as_str), limit);
+        // Listing returns only what this identity may list, and a page is
+        // never short because of that filter.
+        let identity = who.identity;
+        let (page, next) =
+            self.store
+                .list_filtered(prefix, after.as_ref().map(Key::as_str), limit, |key| {
+                    self.access.allows(identity, key.as_str(), Operation::List)
+                });
         let items: Vec<_> = page.iter().map(meta_json).collect();
         let page = serde_json::json!({ "items": items, "next": next.as_ref().map(Key::as_str) });
         Ok(json_text_response(Bytes::from(page.to_string())))
@@ -641,6 +745,7 @@ impl Api {
 
     async fn push<B>(
         &self,
+        who: Caller<'_>,
         raw: &str,
         query: Option<&str>,
         headers: &HeaderMap,
@@ -651,6 +756,7 @@ impl Api {
         B::Error: std::fmt::Display,
     {
         let key = parse_key(raw)?;
+        self.authorize(who.identity, &key, Operation::Write, who.audit)?;
         let query = Query::parse(query, &["ttl"])?;
         let ttl = self.ttl(query.get("ttl"))?;
         let item = read_body(
@@ -660,6 +766,7 @@ impl Api {
             self.settings.body_read_timeout,
         )
         .await?;
+        who.audit.bytes_in = item.len() as u64;
         let (meta, created) = self.store.push(&key, SecretBytes::new(item), ttl)?;
         let status = if created {
             StatusCode::CREATED
@@ -669,8 +776,14 @@ impl Api {
         Ok(meta_response(status, &meta))
     }
 
-    fn pop(&self, raw: &str, query: Option<&str>) -> Result<Response<ResponseBody>, ApiError> {
+    fn pop(
+        &self,
+        who: Caller<'_>,
+        raw: &str,
+        query: Option<&str>,
+    ) -> Result<Response<ResponseBody>, ApiError> {
         let key = parse_key(raw)?;
+        self.authorize(who.identity, &key, Operation::Read, who.audit)?;
         let query = Query::parse(query, &["from"])?;
         let end = match query.get("from") {
             None | Some("newest") => End::Newest,

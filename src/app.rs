@@ -7,14 +7,18 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::api::Api;
+use crate::api::{Access, Api};
 use crate::config::{ConfigError, ServeConfig};
 use crate::harden::HardeningReport;
 use crate::ops::Ops;
+use crate::policy::{Policy, PolicyError};
+use crate::ratelimit::RateLimiter;
+use crate::reload::{ReloadStatus, Reloader};
 use crate::selfcheck::{self, Context, Report};
 use crate::server::{Health, Server, ServerError};
 use crate::store::Store;
 use crate::tls::{self, TlsError};
+use arc_swap::ArcSwapOption;
 use tokio::net::TcpListener;
 
 /// Who is starting the server: `serve` refuses what `dev` only warns about.
@@ -38,6 +42,9 @@ pub enum AppError {
     /// The listener could not be bound.
     #[error(transparent)]
     Server(#[from] ServerError),
+    /// The policy file is unreadable or invalid.
+    #[error("loading the policy: {0}")]
+    Policy(#[from] PolicyError),
     /// The ops listener could not be bound.
     #[error("binding the ops listener on {addr}: {source}")]
     OpsBind {
@@ -62,11 +69,17 @@ pub struct SelfcheckInputs {
     context: Context,
     config: ServeConfig,
     hardening: HardeningReport,
+    reload: Arc<ReloadStatus>,
 }
 
 impl SelfcheckInputs {
     /// The inputs of a check of `config` in `mode`.
-    pub fn new(config: &ServeConfig, mode: Mode, hardening: HardeningReport) -> SelfcheckInputs {
+    pub fn new(
+        config: &ServeConfig,
+        mode: Mode,
+        hardening: HardeningReport,
+        reload: Arc<ReloadStatus>,
+    ) -> SelfcheckInputs {
         SelfcheckInputs {
             context: match mode {
                 Mode::Serve => Context::Serve,
@@ -74,13 +87,21 @@ impl SelfcheckInputs {
             },
             config: config.clone(),
             hardening,
+            reload,
         }
+    }
+
+    /// Why the last reload failed, if it did.
+    pub fn reload_status(&self) -> &ReloadStatus {
+        &self.reload
     }
 
     /// Runs every check now.
     pub fn run(&self) -> Report {
         let config = &self.config;
+        let reload_error = self.reload.last_error();
         selfcheck::run(&selfcheck::Input {
+            reload_error: reload_error.as_deref(),
             context: self.context,
             scratch_dir: &config.scratch_dir,
             allow_root: config.allow_root,
@@ -100,6 +121,7 @@ pub struct Running {
     addr: SocketAddr,
     ops: Option<(TcpListener, Arc<Ops>)>,
     ops_addr: Option<SocketAddr>,
+    reloader: Option<(Reloader, std::time::Duration)>,
 }
 
 /// Builds and binds the service described by `config`, after the
@@ -113,7 +135,12 @@ pub async fn start(
     hardening: HardeningReport,
 ) -> Result<Running, AppError> {
     config.validate()?;
-    let checks = SelfcheckInputs::new(config, mode, hardening);
+    // Files first: a missing or bad file is the error to show, not buried
+    // under the self-check table.
+    let tls = tls::server_config(&config.tls)?;
+    let policy = config.policy.as_deref().map(Policy::load).transpose()?;
+    let reload_status = Arc::new(ReloadStatus::default());
+    let checks = SelfcheckInputs::new(config, mode, hardening, Arc::clone(&reload_status));
     let report = checks.run();
     eprint!("{}", report.render_table());
     if mode == Mode::Serve && !report.passes(config.strict) {
@@ -133,10 +160,14 @@ pub async fn start(
                 .join(", "),
         });
     }
-    let tls = tls::server_config(&config.tls)?;
     let store = Store::new(config.max_memory);
+    let access = Arc::new(Access {
+        policy: ArcSwapOption::from(policy.map(Arc::new)),
+        limiter: config.rate_limit.map(RateLimiter::new),
+    });
     let live_checks = checks.clone();
     let api = Api::new(store.clone(), config.api.clone())
+        .with_access(Arc::clone(&access))
         .with_selfcheck(Arc::new(move || live_checks.run().to_json()));
     let health = Arc::new(Health::default());
     let ops = match config.ops_listen {
@@ -154,6 +185,13 @@ pub async fn start(
         None => None,
     };
     let server = Server::bind(config.listen, tls, api, config.limits.clone(), health).await?;
+    let reloader = Reloader::new(
+        config.tls.clone(),
+        config.policy.clone(),
+        server.tls_handle(),
+        access,
+        reload_status,
+    );
     let addr = server.local_addr().map_err(|source| ServerError::Bind {
         addr: config.listen,
         source,
@@ -166,6 +204,9 @@ pub async fn start(
         addr,
         ops,
         ops_addr,
+        // `dev` generates its files once; there SIGHUP means the terminal
+        // closed, and stops the server (see `dev`).
+        reloader: (mode == Mode::Serve).then_some((reloader, config.reload_interval)),
     })
 }
 
@@ -199,9 +240,12 @@ impl Running {
             tracing::info!(listen = ?self.ops_addr, "ops listener serving /healthz, /readyz, /metrics");
             tokio::spawn(crate::ops::serve(listener, ops))
         });
+        let reload_task = self
+            .reloader
+            .map(|(reloader, interval)| tokio::spawn(reloader.run(interval)));
         tracing::info!(listen = %self.addr, "tmpvault is serving");
         self.server.run(shutdown).await;
-        if let Some(task) = ops_task {
+        for task in ops_task.into_iter().chain(reload_task) {
             task.abort();
         }
         Ok(())

@@ -124,6 +124,12 @@ pub struct ServeArgs {
     /// Allow running as root.
     #[arg(long, env = "TMPVAULT_ALLOW_ROOT")]
     allow_root: bool,
+    /// Append audit lines (JSON) to this file (mode 0600) instead of stderr.
+    #[arg(long, env = "TMPVAULT_AUDIT_LOG")]
+    audit_log: Option<PathBuf>,
+    /// How often certificate, CA and policy files are checked for changes.
+    #[arg(long, env = "TMPVAULT_RELOAD_INTERVAL", default_value = "5s", value_parser = duration_arg)]
+    reload_interval: Duration,
     /// Connections served at once (more wait in the backlog).
     #[arg(long, env = "TMPVAULT_MAX_CONNECTIONS", default_value_t = Limits::default().max_connections)]
     max_connections: usize,
@@ -154,6 +160,8 @@ impl ServeArgs {
             snapshot_interval: self.snapshot_interval,
             strict: self.strict,
             rate_limit: self.rate_limit,
+            audit_log: self.audit_log,
+            reload_interval: self.reload_interval,
             allow_root: self.allow_root,
             limits: Limits {
                 max_connections: self.max_connections,
@@ -227,6 +235,7 @@ fn selfcheck_command(args: &SelfcheckArgs, hardening: &HardeningReport) -> ExitC
         max_memory: args.max_memory.unwrap_or_else(default_max_memory),
         policy_present: args.policy.is_some(),
         hardening,
+        reload_error: None,
     });
     if args.json {
         println!("{}", report.to_json());
@@ -419,7 +428,14 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve(args) => {
-            crate::logging::init(args.log_format);
+            crate::logging::init(args.log_format, args.audit_log.as_deref()).map_err(|error| {
+                let path = args
+                    .audit_log
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new(""))
+                    .display();
+                format!("opening the audit log {path}: {error}")
+            })?;
             let config = args.into_config();
             runtime()?.block_on(async {
                 let running = crate::app::start(&config, crate::app::Mode::Serve, hardening)
@@ -433,7 +449,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Dev(args) => {
-            crate::logging::init(args.log_format);
+            crate::logging::init(args.log_format, None)
+                .map_err(|error| format!("setting up logging: {error}"))?;
             runtime()?
                 .block_on(crate::dev::run(args, hardening))
                 .map_err(|error| error.to_string())?;

@@ -65,6 +65,10 @@ pub struct ServeConfig {
     pub strict: bool,
     /// Requests a second per identity, if limited.
     pub rate_limit: Option<u32>,
+    /// Where audit lines go instead of stderr.
+    pub audit_log: Option<PathBuf>,
+    /// How often the TLS files and the policy are checked for changes.
+    pub reload_interval: Duration,
     /// Allow running as root.
     pub allow_root: bool,
     /// Connection deadlines and caps.
@@ -137,17 +141,8 @@ impl ServeConfig {
                 value: format!("{:?}", self.snapshot).to_lowercase(),
             });
         }
-        if let Some(policy) = &self.policy {
-            return Err(ConfigError::Unsupported {
-                flag: "--policy",
-                value: policy.display().to_string(),
-            });
-        }
-        if let Some(rate) = self.rate_limit {
-            return Err(ConfigError::Unsupported {
-                flag: "--rate-limit",
-                value: rate.to_string(),
-            });
+        if self.rate_limit == Some(0) {
+            return invalid("--rate-limit", "must be at least 1 request a second".into());
         }
         Ok(())
     }

@@ -94,9 +94,10 @@ curl --cacert "$TMPVAULT_CACERT" --cert "$TMPVAULT_CLIENT_CERT" --key "$TMPVAULT
 curl --cacert "$TMPVAULT_CACERT" --cert "$TMPVAULT_CLIENT_CERT" --key "$TMPVAULT_CLIENT_KEY" \
   "$TMPVAULT_ADDR/v1/secrets/demo/db-password"
 
-# Or with the CLI (in another terminal, after the exports):
-#   echo -n s3cr3t | cargo run --release -- put demo/db-password --ttl 10m
-#   cargo run --release -- get demo/db-password
+# Or with the CLI (in another terminal, after the exports; from a checkout,
+# `cargo run --release --` in place of `tmpvault`):
+#   echo -n s3cr3t | tmpvault put demo/db-password --ttl 10m
+#   tmpvault get demo/db-password
 "#,
         ca = pki.ca_cert.display(),
         cert = pki.client_cert.display(),
@@ -141,11 +142,15 @@ async fn serve(args: &DevArgs, dir: &Path, hardening: HardeningReport) -> Result
         snapshot_interval: Duration::from_secs(30),
         strict: false,
         rate_limit: None,
+        audit_log: None,
+        reload_interval: Duration::from_secs(5),
         allow_root: true,
         limits,
     };
     let running = app::start(&config, Mode::Dev, hardening).await?;
     println!("{}", banner(running.local_addr(), &pki));
-    let _ = running.run(crate::server::shutdown_signal()).await;
+    let _ = running
+        .run(crate::server::shutdown_signal_or_hangup())
+        .await;
     Ok(())
 }

@@ -24,6 +24,11 @@
 //! - [`app`]: wiring from a validated config to a running service; `serve`,
 //!   `dev` and the tests all start through it.
 //! - [`identity`]: a client's identity from its verified certificate.
+//! - [`policy`], [`ratelimit`], [`audit`]: who may do what under which
+//!   prefix, requests per second per identity, and the one JSON audit line
+//!   per request.
+//! - [`reload`]: SIGHUP and file-change reload of certificates, client CA
+//!   and policy, keeping the old configuration when the new one is bad.
 //! - [`tls`]: rustls server and client configuration (ring provider, TLS 1.3,
 //!   client certificates required) and PEM loading.
 //! - [`server`]: the accept loop with a deadline on every phase, the
@@ -42,6 +47,7 @@
 
 pub mod api;
 pub mod app;
+pub mod audit;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -53,7 +59,10 @@ pub mod logging;
 pub mod metrics;
 pub mod ops;
 pub mod pki;
+pub mod policy;
 pub mod problem;
+pub mod ratelimit;
+pub mod reload;
 pub mod secret;
 pub mod selfcheck;
 pub mod server;

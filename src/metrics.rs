@@ -100,6 +100,8 @@ pub struct Snapshot<'a> {
     pub draining: bool,
     /// The self-check, re-run for this scrape.
     pub selfcheck: &'a Report,
+    /// Successful and failed live reloads.
+    pub reloads: (u64, u64),
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -133,7 +135,31 @@ pub fn render(snapshot: &Snapshot<'_>) -> String {
             "tmpvault_requests_total{{route=\"{route}\",status=\"{status}\"}} {count}"
         );
     }
-    let gauges: [(&str, &str, &str, u64); 8] = [
+    let gauges: [(&str, &str, &str, u64); 11] = [
+        (
+            "tmpvault_reloads_total",
+            "counter",
+            "Successful reloads of certificates, client CA and policy.",
+            snapshot.reloads.0,
+        ),
+        (
+            "tmpvault_reload_failures_total",
+            "counter",
+            "Reloads that failed and kept the previous configuration.",
+            snapshot.reloads.1,
+        ),
+        (
+            "tmpvault_config_last_reload_ok",
+            "gauge",
+            "0 when the last reload failed, else 1.",
+            u64::from(
+                snapshot
+                    .selfcheck
+                    .checks
+                    .iter()
+                    .all(|c| c.id != "config.reload" || c.status == Status::Pass),
+            ),
+        ),
         (
             "tmpvault_items",
             "gauge",

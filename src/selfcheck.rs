@@ -24,7 +24,7 @@ use crate::harden::{HardeningReport, MemoryLock, StepOutcome};
 use crate::sysinfo::{self, SeccompMode, TMPFS_MAGIC};
 
 /// The ids of the checks, in the order [`run`] reports them.
-pub const CHECK_IDS: [&str; 16] = [
+pub const CHECK_IDS: [&str; 17] = [
     "scratch.tmpfs",
     "scratch.mode",
     "scratch.owner",
@@ -41,6 +41,7 @@ pub const CHECK_IDS: [&str; 16] = [
     "tls.key_file",
     "snapshot.key",
     "policy.present",
+    "config.reload",
 ];
 
 /// How a check came out. Ordered so that the worst status is the maximum.
@@ -143,6 +144,8 @@ pub struct Input<'a> {
     pub policy_present: bool,
     /// What [`crate::harden::harden_process`] did.
     pub hardening: &'a HardeningReport,
+    /// Why the last live reload failed, if it did (`None` also before any).
+    pub reload_error: Option<&'a str>,
 }
 
 /// Largest snapshot key file read; a real one is 32 to 46 bytes.
@@ -180,6 +183,7 @@ pub fn run(input: &Input<'_>) -> Report {
         tls_key_file(input.tls_key_file),
         snapshot_key(input, &scratch_magic),
         policy_present(input.policy_present),
+        config_reload(input.reload_error),
     ];
     Report::new(checks)
 }
@@ -890,6 +894,22 @@ fn policy_present(present: bool) -> Check {
             ID,
             "no --policy: every client the CA trusts may read, write, delete and list every key",
         )
+    }
+}
+
+fn config_reload(error: Option<&str>) -> Check {
+    const ID: &str = "config.reload";
+    match error {
+        None => Check::pass(
+            ID,
+            "the running certificates, client CA and policy are the latest good ones",
+        ),
+        Some(error) => Check::warn(
+            ID,
+            format!(
+                "the last reload failed, so the previous configuration is still in use: {error}"
+            ),
+        ),
     }
 }
 

@@ -21,7 +21,9 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -39,9 +41,15 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::api::{route_template, Api};
+use crate::audit::{self, AuditInfo};
 use crate::identity::{self, Identity};
 use crate::metrics::RequestCounters;
 use crate::store::Store;
+use hyper::body::Body;
+use hyper::header::{HeaderName, HeaderValue};
+
+/// The response header that carries the audit line's request id.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Deadlines and caps on every phase of a connection.
 #[derive(Clone, Debug)]
@@ -143,7 +151,7 @@ impl Drop for OpenConnection {
 /// A bound, not yet running server.
 pub struct Server {
     listener: TcpListener,
-    tls: Arc<RwLock<Arc<ServerConfig>>>,
+    tls: Arc<ArcSwap<ServerConfig>>,
     api: Arc<Api>,
     limits: Limits,
     health: Arc<Health>,
@@ -163,7 +171,7 @@ impl Server {
             .map_err(|source| ServerError::Bind { addr, source })?;
         Ok(Server {
             listener,
-            tls: Arc::new(RwLock::new(tls)),
+            tls: Arc::new(ArcSwap::new(tls)),
             api: Arc::new(api),
             limits,
             health,
@@ -185,8 +193,9 @@ impl Server {
         Arc::clone(&self.health)
     }
 
-    /// The TLS configuration new handshakes use; replace it to reload.
-    pub fn tls_handle(&self) -> Arc<RwLock<Arc<ServerConfig>>> {
+    /// The TLS configuration new handshakes use; store a new one to reload
+    /// (open connections keep the one they were made with).
+    pub fn tls_handle(&self) -> Arc<ArcSwap<ServerConfig>> {
         Arc::clone(&self.tls)
     }
 
@@ -245,10 +254,7 @@ impl Server {
                     }
                 },
             };
-            let acceptor = TlsAcceptor::from(Arc::clone(
-                &tls.read()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner),
-            ));
+            let acceptor = TlsAcceptor::from(tls.load_full());
             let connection = Connection {
                 api: Arc::clone(&api),
                 limits: Arc::clone(&limits),
@@ -340,18 +346,29 @@ impl Connection {
             let health = Arc::clone(&health);
             async move {
                 let started = Instant::now();
+                let request_id = audit::next_request_id();
                 let method = request.method().clone();
                 let route = route_template(request.uri().path());
-                let response = api.handle(&identity, request).await;
-                health.requests.record(route, response.status().as_u16());
-                tracing::info!(
-                    target: "tmpvault::access",
-                    method = %method,
+                let mut response = api.handle(&identity, request).await;
+                let status = response.status().as_u16();
+                health.requests.record(route, status);
+                let info = response
+                    .extensions_mut()
+                    .remove::<AuditInfo>()
+                    .unwrap_or_default();
+                audit::emit(&audit::Record {
+                    request_id,
+                    identity: &identity,
+                    method: method.as_str(),
                     route,
-                    status = response.status().as_u16(),
-                    latency_us = started.elapsed().as_micros() as u64,
-                    identity = %identity,
-                );
+                    info: &info,
+                    status,
+                    bytes_out: response.body().size_hint().exact().unwrap_or(0),
+                    latency_us: started.elapsed().as_micros() as u64,
+                });
+                if let Ok(value) = HeaderValue::from_str(&format!("{request_id:016x}")) {
+                    response.headers_mut().insert(REQUEST_ID, value);
+                }
                 Ok::<_, Infallible>(response)
             }
         });
@@ -462,6 +479,21 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// Completes on SIGTERM, SIGINT (Ctrl-C) or SIGHUP (the terminal closed):
+/// for `tmpvault dev`, where SIGHUP must not leave keys behind.
+pub async fn shutdown_signal_or_hangup() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hangup) => {
+            tokio::select! {
+                () = shutdown_signal() => {}
+                _ = hangup.recv() => tracing::info!("SIGHUP received (terminal closed)"),
+            }
+        }
+        Err(_) => shutdown_signal().await,
     }
 }
 

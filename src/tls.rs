@@ -49,8 +49,8 @@ pub enum TlsError {
     /// CA unusable, ...).
     #[error("{step}: {source}")]
     Rustls {
-        /// What was being built.
-        step: &'static str,
+        /// What was being built, naming the files.
+        step: String,
         /// rustls's reason.
         source: rustls::Error,
     },
@@ -119,7 +119,10 @@ fn root_store(path: &Path) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in load_certs("CA bundle", path)? {
         roots.add(cert).map_err(|source| TlsError::Rustls {
-            step: "adding a CA certificate to the trust store",
+            step: format!(
+                "adding a CA certificate from {} to the trust store",
+                path.display()
+            ),
             source,
         })?;
     }
@@ -154,13 +157,17 @@ pub fn server_config(files: &ServerTlsFiles) -> Result<Arc<ServerConfig>, TlsErr
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|source| TlsError::Rustls {
-            step: "selecting TLS 1.3",
+            step: "selecting TLS 1.3".into(),
             source,
         })?
         .with_client_cert_verifier(verifier)
         .with_single_cert(certs, key)
         .map_err(|source| TlsError::Rustls {
-            step: "loading the server certificate and key (does the key match the certificate?)",
+            step: format!(
+                "pairing the server key {} with the certificate {} (does the key match the certificate?)",
+                files.key.display(),
+                files.cert.display()
+            ),
             source,
         })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -187,13 +194,17 @@ pub fn client_config(files: &ClientTlsFiles) -> Result<ClientConfig, TlsError> {
     ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|source| TlsError::Rustls {
-            step: "selecting TLS 1.3",
+            step: "selecting TLS 1.3".into(),
             source,
         })?
         .with_root_certificates(roots)
         .with_client_auth_cert(certs, key)
         .map_err(|source| TlsError::Rustls {
-            step: "loading the client certificate and key (does the key match the certificate?)",
+            step: format!(
+                "pairing the client key {} with the certificate {} (does the key match the certificate?)",
+                files.key.display(),
+                files.cert.display()
+            ),
             source,
         })
 }

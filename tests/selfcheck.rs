@@ -77,6 +77,7 @@ fn input<'a>(scratch_dir: &'a Path, hardening: &'a HardeningReport) -> Input<'a>
         max_memory: 256 * MIB,
         policy_present: false,
         hardening,
+        reload_error: None,
     }
 }
 

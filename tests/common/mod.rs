@@ -35,6 +35,13 @@ impl Pki {
             .prefix("tmpvault-test-")
             .tempdir_in("/dev/shm")
             .expect("a temp dir on /dev/shm");
+        // A private scratch dir, as `serve` requires (tempfile makes 0700,
+        // but say so: the self-check depends on it).
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .expect("chmod 0700");
         let ca = Authority::new("tmpvault test CA").expect("CA");
         let server = ca
             .issue_server(&["localhost", "127.0.0.1"])
@@ -104,6 +111,8 @@ pub fn test_config(pki: &Pki) -> ServeConfig {
         snapshot_interval: Duration::from_secs(30),
         strict: false,
         rate_limit: None,
+        audit_log: None,
+        reload_interval: Duration::from_secs(5),
         allow_root: true,
         limits,
     }
