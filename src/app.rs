@@ -204,9 +204,9 @@ pub async fn start(
         addr,
         ops,
         ops_addr,
-        // `dev` generates its files once; there SIGHUP means the terminal
-        // closed, and stops the server (see `dev`).
-        reloader: (mode == Mode::Serve).then_some((reloader, config.reload_interval)),
+        // In `dev` SIGHUP also stops the server (a closed terminal); a
+        // reload just before that is harmless.
+        reloader: Some((reloader, config.reload_interval)),
     })
 }
 

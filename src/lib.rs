@@ -7,6 +7,9 @@
 //!
 //! # Layout
 //!
+//! - [`alloc`]: [`alloc::ZeroizingAllocator`], the binary's global allocator,
+//!   which wipes every heap block as it is freed (the copies hyper and rustls
+//!   make); the crate's one `unsafe` module.
 //! - [`cli`]: the clap command line (`serve`, `dev`, `selfcheck`, client
 //!   commands) and its `TMPVAULT_*` environment variables.
 //! - [`config`]: the validated server configuration, built from the command
@@ -45,6 +48,7 @@
 //!   `/proc` and `statfs` readings it is built on, and the hardening the
 //!   process applies to itself.
 
+pub mod alloc;
 pub mod api;
 pub mod app;
 pub mod audit;

@@ -23,7 +23,7 @@ const MIB: u64 = 1 << 20;
 
 /// The ids in the documented order, spelled out here rather than taken from
 /// the library so that a change there shows up as a test failure.
-const IDS: [&str; 16] = [
+const IDS: [&str; 17] = [
     "scratch.tmpfs",
     "scratch.mode",
     "scratch.owner",
@@ -40,6 +40,7 @@ const IDS: [&str; 16] = [
     "tls.key_file",
     "snapshot.key",
     "policy.present",
+    "config.reload",
 ];
 
 fn is_root() -> bool {
