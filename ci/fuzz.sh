@@ -13,7 +13,12 @@ for target in $(cargo fuzz list); do
   mkdir -p "corpus/$target"
   cp -n seeds/"$target"/* "corpus/$target/" 2>/dev/null || true
   echo "fuzz: $target for ${seconds}s"
-  cargo fuzz run -O "$target" "corpus/$target" -- -max_total_time="$seconds" 2>&1 \
-    | grep -E "^(Done|==[0-9]+==ERROR)|panicked" || true
-  # cargo fuzz exits non-zero on a crash; pipefail carries it here.
+  log="$(mktemp)"
+  if ! cargo fuzz run -O "$target" "corpus/$target" -- -max_total_time="$seconds" >"$log" 2>&1; then
+    tail -n 40 "$log"
+    echo "fuzz: $target crashed; the input is in fuzz/artifacts/$target/" >&2
+    exit 1
+  fi
+  grep -E "^Done" "$log"
+  rm -f "$log"
 done
