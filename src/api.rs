@@ -298,29 +298,50 @@ fn header_str<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Result<Option<&'
 }
 
 fn precondition(headers: &HeaderMap) -> Result<Precondition, ApiError> {
-    let if_match = header_str(headers, &IF_MATCH)?.map(str::trim);
-    let if_none_match = header_str(headers, &IF_NONE_MATCH)?.map(str::trim);
-    match (if_match, if_none_match) {
-        (None, None) => Ok(Precondition::None),
-        (Some(_), Some(_)) => Err(ApiError::InvalidRequest(
-            "use either If-Match or If-None-Match, not both".into(),
-        )),
-        (None, Some("*")) => Ok(Precondition::Absent),
-        (None, Some(_)) => Err(ApiError::InvalidRequest(
-            "If-None-Match supports only \"*\" (create only) on writes".into(),
-        )),
-        (Some("*"), None) => Ok(Precondition::Present),
-        (Some(tag), None) => tag
-            .strip_prefix('"')
-            .and_then(|tag| tag.strip_suffix('"'))
-            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+    // Each header's syntax first (400), then whether they can hold (412).
+    let if_match = header_str(headers, &IF_MATCH)?
+        .map(|value| match value.trim() {
+            "*" => Ok(Precondition::Present),
+            // A strong ETag as issued; a bare hex token is accepted too,
+            // since some clients drop the quotes.
+            tag => revision_from_etag(
+                tag.strip_prefix('"')
+                    .and_then(|tag| tag.strip_suffix('"'))
+                    .unwrap_or(tag),
+            )
             .map(Precondition::Revision)
             .ok_or_else(|| {
                 ApiError::InvalidRequest(
                     "If-Match must be \"*\" or one strong ETag as returned by the server".into(),
                 )
             }),
+        })
+        .transpose()?;
+    let if_none_match = header_str(headers, &IF_NONE_MATCH)?
+        .map(|value| match value.trim() {
+            "*" => Ok(Precondition::Absent),
+            _ => Err(ApiError::InvalidRequest(
+                "If-None-Match supports only \"*\" (create only) on writes".into(),
+            )),
+        })
+        .transpose()?;
+    match (if_match, if_none_match) {
+        (None, None) => Ok(Precondition::None),
+        (Some(condition), None) | (None, Some(condition)) => Ok(condition),
+        // If-Match needs the key to exist and If-None-Match: * needs it
+        // absent: both together can never hold (RFC 9110 evaluates both).
+        (Some(_), Some(_)) => Err(ApiError::PreconditionFailed(
+            "If-Match and If-None-Match cannot both hold",
+        )),
     }
+}
+
+/// The revision in an ETag: 1 to 16 hex digits.
+fn revision_from_etag(tag: &str) -> Option<u64> {
+    if tag.is_empty() || tag.len() > 16 || !tag.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(tag, 16).ok()
 }
 
 /// The media type to store. curl's `--data-binary` labels every body
@@ -850,7 +871,22 @@ mod tests {
         headers.insert(IF_MATCH, HeaderValue::from_static("W/\"1f\""));
         assert!(precondition(&headers).is_err());
         headers.insert(IF_NONE_MATCH, HeaderValue::from_static("*"));
-        assert!(precondition(&headers).is_err());
+        assert!(
+            matches!(precondition(&headers), Err(ApiError::InvalidRequest(_))),
+            "syntax first"
+        );
+        headers.insert(IF_MATCH, HeaderValue::from_static("\"1f\""));
+        assert!(matches!(
+            precondition(&headers),
+            Err(ApiError::PreconditionFailed(_))
+        ));
+        headers.insert(IF_MATCH, HeaderValue::from_static("1f"));
+        headers.remove(IF_NONE_MATCH);
+        assert_eq!(
+            precondition(&headers),
+            Ok(Precondition::Revision(31)),
+            "unquoted is accepted"
+        );
     }
 
     #[test]
