@@ -57,6 +57,7 @@ pub mod problem;
 pub mod secret;
 pub mod selfcheck;
 pub mod server;
+pub mod snapshot;
 pub mod store;
 pub mod sysinfo;
 pub mod tls;
