@@ -11,6 +11,7 @@ use crate::api::Api;
 use crate::config::{ConfigError, ServeConfig};
 use crate::harden::HardeningReport;
 use crate::ops::Ops;
+use crate::persistence::{self, PersistenceError};
 use crate::selfcheck::{self, Context, Report};
 use crate::server::{Health, Server, ServerError};
 use crate::store::Store;
@@ -54,6 +55,9 @@ pub enum AppError {
         /// The ids of the checks that stopped it.
         checks: String,
     },
+    /// The snapshot could not be restored, or the scratch dir not written.
+    #[error("snapshots: {0}")]
+    Persistence(#[from] PersistenceError),
 }
 
 /// Everything the self-check needs, owned, so `/v1/selfcheck` can re-run it.
@@ -139,6 +143,13 @@ pub async fn start(
     let api = Api::new(store.clone(), config.api.clone())
         .with_selfcheck(Arc::new(move || live_checks.run().to_json()));
     let health = Arc::new(Health::default());
+    // Restored before any listener is bound, so nothing is served (and
+    // /readyz cannot answer) until the store is whole: `snapshot_loaded`
+    // never needs to be false.
+    let persistence = match persistence::Settings::from_config(config) {
+        Some(settings) => Some(persistence::start(settings, &store).await?),
+        None => None,
+    };
     let ops = match config.ops_listen {
         Some(addr) => {
             let listener = TcpListener::bind(addr)
@@ -147,6 +158,7 @@ pub async fn start(
             let ops = Arc::new(Ops {
                 health: Arc::clone(&health),
                 store,
+                persistence,
                 selfcheck: checks,
             });
             Some((listener, ops))

@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 
 use crate::api::ApiSettings;
 use crate::client::{Client, ClientError, PutOptions};
-use crate::config::{LogFormat, ServeConfig, SnapshotSetting, DEFAULT_MAX_MEMORY};
+use crate::config::{LogFormat, ServeConfig, SnapshotOnError, SnapshotSetting, DEFAULT_MAX_MEMORY};
 use crate::harden::{harden_process, HardeningReport};
 use crate::server::Limits;
 use crate::tls::{ClientTlsFiles, ServerTlsFiles};
@@ -112,6 +112,14 @@ pub struct ServeArgs {
     /// Time between snapshots.
     #[arg(long, env = "TMPVAULT_SNAPSHOT_INTERVAL", default_value = "30s", value_parser = duration_arg)]
     snapshot_interval: Duration,
+    /// A snapshot or journal that cannot be loaded (wrong key, tampered): refuse to start, or move it aside and start empty.
+    #[arg(
+        long,
+        env = "TMPVAULT_SNAPSHOT_ON_ERROR",
+        value_enum,
+        default_value = "refuse"
+    )]
+    snapshot_on_error: SnapshotOnError,
     /// Refuse to start on self-check warnings, not only failures.
     #[arg(long, env = "TMPVAULT_STRICT")]
     strict: bool,
@@ -152,6 +160,7 @@ impl ServeArgs {
             snapshot: self.snapshot,
             snapshot_key_file: self.snapshot_key_file,
             snapshot_interval: self.snapshot_interval,
+            snapshot_on_error: self.snapshot_on_error,
             strict: self.strict,
             rate_limit: self.rate_limit,
             allow_root: self.allow_root,
