@@ -764,10 +764,10 @@ impl FrameBuf {
         &self.bytes
     }
 
-    /// Wipes the content and starts a new frame in the same buffer.
+    /// Starts a new frame in the same buffer. Nothing is freed: the next
+    /// frame overwrites the last, and the whole buffer is wiped on drop.
     pub fn clear(&mut self) {
-        self.bytes.zeroize();
-        self.bytes.extend_from_slice(&[0; FRAME_PREFIX_LEN]);
+        self.bytes.truncate(FRAME_PREFIX_LEN);
     }
 
     fn reserve(&mut self, additional: usize) {
@@ -1020,6 +1020,9 @@ pub fn change_frame(change: &Change<&Key, &SecretBytes>) -> FrameBuf {
 /// Reads fields off an opened frame's payload.
 struct Decoder<'a> {
     bytes: &'a [u8],
+    /// The last content type read: most entries share one, so they share
+    /// one allocation too.
+    last_text: Option<Arc<str>>,
 }
 
 impl<'a> Decoder<'a> {
@@ -1074,9 +1077,18 @@ impl<'a> Decoder<'a> {
     fn text(&mut self, what: &str) -> Result<Arc<str>, Malformed> {
         let len = self.u16(what)?;
         let raw = self.take(usize::from(len), what)?;
-        std::str::from_utf8(raw)
+        if let Some(last) = self
+            .last_text
+            .as_ref()
+            .filter(|last| last.as_bytes() == raw)
+        {
+            return Ok(Arc::clone(last));
+        }
+        let text: Arc<str> = std::str::from_utf8(raw)
             .map(Arc::from)
-            .map_err(|_| malformed(format!("{what} is not UTF-8")))
+            .map_err(|_| malformed(format!("{what} is not UTF-8")))?;
+        self.last_text = Some(Arc::clone(&text));
+        Ok(text)
     }
 
     fn secret(&mut self, what: &str) -> Result<SecretBytes, Malformed> {
@@ -1139,7 +1151,10 @@ fn decode_record(decoder: &mut Decoder<'_>) -> Result<Record, Malformed> {
 }
 
 fn decode_change(payload: &[u8]) -> Result<Change<Key, SecretBytes>, Malformed> {
-    let mut decoder = Decoder { bytes: payload };
+    let mut decoder = Decoder {
+        bytes: payload,
+        last_text: None,
+    };
     let op = decoder.u8("the change's kind")?;
     let key = decoder.key()?;
     let seq = decoder.u64("seq")?;
@@ -1328,7 +1343,14 @@ impl<R: Read> FrameReader<R> {
         if body_len < trailer_len {
             return Err(authentication);
         }
-        self.buffer.zeroize();
+        if body_len > self.buffer.capacity() {
+            // Growing reallocates: wipe the old block first.
+            self.buffer.zeroize();
+            self.buffer.reserve_exact(body_len);
+        }
+        // Within the capacity nothing is freed; whatever the last frame left
+        // beyond this one is wiped when the reader drops.
+        self.buffer.clear();
         self.buffer.resize(body_len, 0);
         self.source.read_exact(&mut self.buffer)?;
         self.index += 1;
@@ -1451,7 +1473,10 @@ pub fn read_snapshot(
                 offset,
                 payload,
             } => {
-                let mut decoder = Decoder { bytes: payload };
+                let mut decoder = Decoder {
+                    bytes: payload,
+                    last_text: None,
+                };
                 while !decoder.is_empty() {
                     let record = decode_record(&mut decoder)
                         .map_err(|problem| malformed_at(index, offset, problem))?;
@@ -1464,7 +1489,10 @@ pub fn read_snapshot(
                 offset,
                 payload,
             } => {
-                let mut decoder = Decoder { bytes: payload };
+                let mut decoder = Decoder {
+                    bytes: payload,
+                    last_text: None,
+                };
                 let count = decoder
                     .u64("the entry count")
                     .map_err(|problem| malformed_at(index, offset, problem))?;
@@ -2129,7 +2157,10 @@ mod tests {
                 payload[0] = (rng.below(8)) as u8;
             }
             let _ = decode_change(&payload);
-            let mut decoder = Decoder { bytes: &payload };
+            let mut decoder = Decoder {
+                bytes: &payload,
+                last_text: None,
+            };
             while !decoder.is_empty() {
                 if decode_record(&mut decoder).is_err() {
                     break;
