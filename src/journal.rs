@@ -22,7 +22,8 @@
 //!   never written again: its next frame index, which is also its next
 //!   nonce, has been used. Appends are refused until the next snapshot
 //!   starts a new journal; [`Journal::failed`] wakes the snapshot task to do
-//!   that at once.
+//!   that at once. The new journal's start record says how many records
+//!   the failed one holds, so a restore accepts its end as it is.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -46,19 +47,28 @@ pub struct JournalFile {
     sealer: FileSealer,
     /// Bytes known to be written: the header and every complete frame.
     len: u64,
+    /// Complete frames in the file, the start frame included.
+    frames: u64,
     failed: bool,
 }
 
 impl JournalFile {
-    /// A journal whose header is already written to `file` (opened for
-    /// appending) at `path`.
-    pub fn new(file: File, path: PathBuf, generation: u64, sealer: FileSealer) -> JournalFile {
+    /// A journal whose header and start frame (`len` bytes) are already
+    /// written to `file` (opened for appending) at `path`.
+    pub fn new(
+        file: File,
+        path: PathBuf,
+        generation: u64,
+        sealer: FileSealer,
+        len: u64,
+    ) -> JournalFile {
         JournalFile {
             file,
             path,
             generation,
             sealer,
-            len: snapshot::HEADER_LEN as u64,
+            len,
+            frames: 1,
             failed: false,
         }
     }
@@ -110,6 +120,7 @@ impl Journal {
         match (&journal.file).write_all(bytes) {
             Ok(()) => {
                 journal.len += bytes.len() as u64;
+                journal.frames += 1;
                 self.records.fetch_add(1, Ordering::Relaxed);
                 self.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
                 Ok(())
@@ -133,14 +144,22 @@ impl Journal {
         }
     }
 
-    /// Makes `file` the current journal and returns the previous one.
-    pub fn install(&self, file: JournalFile) -> Option<JournalFile> {
+    /// Replaces the current journal with the one `create` makes, given the
+    /// number of frames the current one ends with (its successor's start
+    /// frame records it). Appends wait meanwhile, so that number is final;
+    /// on tmpfs creating a file takes microseconds. If `create` fails the
+    /// current journal stays.
+    pub fn rotate<E>(
+        &self,
+        create: impl FnOnce(Option<u64>) -> Result<JournalFile, E>,
+    ) -> Result<(), E> {
         let mut current = lock(&self.current);
-        let previous = current.replace(file);
+        let next = create(current.as_ref().map(|journal| journal.frames))?;
         self.records.store(0, Ordering::Relaxed);
-        self.bytes
-            .store(snapshot::HEADER_LEN as u64, Ordering::Relaxed);
-        previous
+        self.bytes.store(next.len, Ordering::Relaxed);
+        // The previous file is closed here; it is complete.
+        *current = Some(next);
+        Ok(())
     }
 
     /// The generation of the current journal, if one is open.

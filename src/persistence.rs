@@ -22,8 +22,10 @@
 //! a crash at any instant leaves the old file or the new one, never a torn
 //! one. A snapshot goes like this, one at a time:
 //!
-//! 1. Start journal G+1 (header only, written as above) and make it the
-//!    journal the store appends to. From here on every change lands in G+1.
+//! 1. Start journal G+1 (its header and a start record saying how many
+//!    records journal G ended with, written as above; appends wait the few
+//!    microseconds this takes on tmpfs) and make it the journal the store
+//!    appends to. From here on every change lands in G+1.
 //! 2. Export the store, one shard at a time. Each entry carries the `seq` of
 //!    its last change, so a change that is both in the export and in G+1 is
 //!    recognised on replay and applied once.
@@ -41,7 +43,9 @@
 //! # Reading, at startup, before the listener is bound
 //!
 //! The snapshot is read whole (any damage refuses it), then every journal
-//! from its generation on; the generations must follow one another. A
+//! from its generation on; the generations must follow one another, and
+//! each journal but the newest must hold exactly as many records as the
+//! start record of the next one says. A
 //! change is applied to a key only if its `seq` is newer than the key's
 //! (from the snapshot or an earlier change; a delete leaves a tombstone with
 //! its `seq`). Changes that only make sense on an existing entry (push onto,
@@ -55,11 +59,12 @@
 //! `--snapshot-on-error=discard`.
 //!
 //! What authentication cannot prevent, and this design accepts: someone
-//! who can write to the scratch dir can remove whole frames from the *end*
-//! of the last journal (which looks like a crash), or put back an old
+//! who can write to the scratch dir can remove whole records from the end
+//! of the newest journal, or the newest journal itself (which is what a
+//! crash just before those appends looks like), or put back an old
 //! snapshot together with all of its journals (a rollback). They cannot
 //! read values, forge or alter an entry, reorder changes, or drop one from
-//! the middle.
+//! the middle of the history.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
@@ -78,7 +83,8 @@ use crate::key::Key;
 use crate::metrics::PersistenceMetrics;
 use crate::secret::SecretBytes;
 use crate::snapshot::{
-    self, FileKind, FileSealer, FormatError, Header, KeyFileError, SnapshotKey, SnapshotWriter,
+    self, FileKind, FileSealer, FormatError, FrameKind, Header, KeyFileError, SnapshotKey,
+    SnapshotWriter,
 };
 use crate::store::{Change, ChangeLog, ChangeOp, Record, RecordValue, Store, StoreError};
 
@@ -520,6 +526,8 @@ struct Loaded {
     replay: Replay,
     /// The highest generation seen, so new journals come after it.
     last_generation: u64,
+    /// The frames the newest journal holds, for its successor's start frame.
+    last_journal_frames: Option<u64>,
     journals_read: usize,
 }
 
@@ -564,8 +572,8 @@ fn load(files: &Files, key: Option<&SnapshotKey>) -> Result<Loaded, PersistenceE
             .collect(),
         None => Vec::new(),
     };
-    if let (Some(path), Some(first)) = (&files.snapshot, snapshot_generation) {
-        if wanted.first().map(|(generation, _)| *generation) != Some(first) {
+    match (&files.snapshot, snapshot_generation, wanted.first()) {
+        (Some(path), Some(first), found) if found.map(|(g, _)| *g) != Some(first) => {
             return Err(PersistenceError::Inconsistent {
                 path: path.display().to_string(),
                 reason: format!(
@@ -574,7 +582,19 @@ fn load(files: &Files, key: Option<&SnapshotKey>) -> Result<Loaded, PersistenceE
                 ),
             });
         }
+        // Only the very first journal (a crash before the first snapshot
+        // was renamed into place) may be there without a snapshot.
+        (None, _, Some((generation, path))) if *generation != 1 => {
+            return Err(PersistenceError::Inconsistent {
+                path: path.display().to_string(),
+                reason: format!("it continues a snapshot, and {SNAPSHOT_FILE} is missing"),
+            });
+        }
+        _ => {}
     }
+    // The previous journal read: its path, its complete frames, and where
+    // its torn end starts if it has one.
+    let mut previous: Option<(&PathBuf, u64, Option<u64>)> = None;
     for (position, (generation, path)) in wanted.iter().enumerate() {
         if let Some((previous, _)) = position.checked_sub(1).map(|p| wanted[p]) {
             if *generation != previous + 1 {
@@ -587,7 +607,6 @@ fn load(files: &Files, key: Option<&SnapshotKey>) -> Result<Loaded, PersistenceE
                 });
             }
         }
-        let last = position + 1 == wanted.len();
         let file = File::open(path).map_err(io_error("opening", path))?;
         let len = file_len(&file, path)?;
         let contents = snapshot::read_journal(&file, len, key)
@@ -601,37 +620,56 @@ fn load(files: &Files, key: Option<&SnapshotKey>) -> Result<Loaded, PersistenceE
                 ),
             });
         }
-        if let Some(valid) = contents.torn_at {
-            if !last {
+        // Every journal but the newest must hold exactly what its successor
+        // says it ended with: none can lose records from its end unnoticed.
+        if let Some((previous_path, frames, torn_at)) = previous {
+            if contents.previous_frames != Some(frames) {
                 return Err(PersistenceError::Inconsistent {
-                    path: path.display().to_string(),
+                    path: previous_path.display().to_string(),
                     reason: format!(
-                        "it ends inside a frame at byte {valid}, and it is not the last journal"
+                        "it holds {frames} records, but {} says it ended with {}: it was cut \
+                         short or added to",
+                        journal_name(*generation),
+                        contents
+                            .previous_frames
+                            .map_or_else(|| "none".to_owned(), |n| n.to_string())
                     ),
                 });
             }
-            tracing::warn!(
-                journal = %path.display(),
-                valid_bytes = valid,
-                dropped_bytes = len - valid,
-                "the journal's last record is torn (the server was killed while appending it; \
-                 that change was never acknowledged): truncating it"
-            );
-            OpenOptions::new()
-                .write(true)
-                .open(path)
-                .and_then(|file| file.set_len(valid))
-                .map_err(io_error("truncating", path))?;
+            if let Some(valid) = torn_at {
+                // A write that failed, was refused (503), and could not be
+                // cut off then.
+                truncate(previous_path, valid)?;
+            }
         }
         for change in contents.changes {
             replay.apply(change);
         }
+        previous = Some((path, contents.frames, contents.torn_at));
+    }
+    if let Some((path, _, Some(valid))) = previous {
+        tracing::warn!(
+            journal = %path.display(),
+            valid_bytes = valid,
+            "the journal's last record is torn (the server was killed while appending it; that \
+             change was never acknowledged): truncating it"
+        );
+        truncate(path, valid)?;
     }
     Ok(Loaded {
         replay,
         last_generation: files.last_generation(snapshot_generation),
+        last_journal_frames: previous.map(|(_, frames, _)| frames),
         journals_read: wanted.len(),
     })
+}
+
+fn truncate(path: &Path, len: u64) -> Result<(), PersistenceError> {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|file| file.set_len(len))
+        .map_err(io_error("truncating", path))
 }
 
 // ---------------------------------------------------------------------------
@@ -656,6 +694,9 @@ struct SnapshotState {
     generation: u64,
     /// Set by the final snapshot: no snapshot may follow the wipe.
     closed: bool,
+    /// At startup, the frames of the newest journal on disk, for the start
+    /// frame of the first journal this process makes.
+    carried_frames: Option<u64>,
 }
 
 /// Snapshots and journal of one store.
@@ -760,9 +801,11 @@ impl Persistence {
                      starting with an empty store"
                 );
                 files.discard();
+                // Every journal was moved aside: numbering starts over.
                 Loaded {
                     replay: Replay::default(),
-                    last_generation: files.last_generation(None),
+                    last_generation: 0,
+                    last_journal_frames: None,
                     journals_read: 0,
                 }
             }
@@ -791,6 +834,7 @@ impl Persistence {
             state: Mutex::new(SnapshotState {
                 generation: loaded.last_generation,
                 closed: false,
+                carried_frames: loaded.last_journal_frames,
             }),
             stats: SnapshotStats::default(),
             _lock: lock,
@@ -844,11 +888,15 @@ impl Persistence {
         state: &mut SnapshotState,
         store: &Store,
     ) -> Result<(u64, u64), PersistenceError> {
-        // 1. A new journal; every change from now on goes there.
+        // 1. A new journal; every change from now on goes there. The
+        // generation only moves on once the file exists, so a failure here
+        // leaves no gap for a restore to trip over.
         let generation = state.generation + 1;
+        let carried = state.carried_frames;
+        self.journal
+            .rotate(|previous| self.create_journal(generation, previous.or(carried)))?;
         state.generation = generation;
-        let journal = self.create_journal(generation)?;
-        drop(self.journal.install(journal));
+        state.carried_frames = None;
         // 2. The store as it is now (each entry with the seq of its last change).
         let records = store.export();
         // 3. The snapshot, naming the new journal.
@@ -875,21 +923,30 @@ impl Persistence {
         Ok((bytes, entries))
     }
 
-    fn create_journal(&self, generation: u64) -> Result<JournalFile, PersistenceError> {
+    /// A new journal: header and start frame, written atomically.
+    fn create_journal(
+        &self,
+        generation: u64,
+        previous_frames: Option<u64>,
+    ) -> Result<JournalFile, PersistenceError> {
         let header = Header::new(FileKind::Journal, self.key.as_ref(), generation)?;
-        let sealer = FileSealer::new(&header, self.key.as_ref());
+        let mut sealer = FileSealer::new(&header, self.key.as_ref());
+        let mut start = snapshot::start_frame(previous_frames);
+        sealer.seal(FrameKind::Start, &mut start);
         let name = journal_name(generation);
         let temp = AtomicFile::create(&self.dir, &name)?;
         temp.file()
             .write_all(sealer.header())
+            .and_then(|()| temp.file().write_all(start.as_bytes()))
             .map_err(io_error("writing", &temp.temp))?;
         temp.commit()?;
+        let len = (snapshot::HEADER_LEN + start.as_bytes().len()) as u64;
         let path = self.dir.join(&name);
         let file = OpenOptions::new()
             .append(true)
             .open(&path)
             .map_err(io_error("opening", &path))?;
-        Ok(JournalFile::new(file, path, generation, sealer))
+        Ok(JournalFile::new(file, path, generation, sealer, len))
     }
 
     /// The final snapshot, after which no other is taken.
@@ -1257,14 +1314,19 @@ mod tests {
         let (store, persistence) = open(settings(dir.path(), Some(&key_path))).unwrap();
         put(&store, "k", b"old", None);
         persistence.snapshot(&store, false).unwrap();
+        let older = journal_name(*journals(dir.path()).last().unwrap());
+        let before_later = fs::metadata(dir.path().join(&older)).unwrap().len();
         put(&store, "later", b"journaled", None);
         // A snapshot that gets as far as a complete, fsynced temp file and
         // dies before the rename: steps 1 and 2 done, 3 half done.
         {
             let mut state = lock_state(&persistence.state);
-            state.generation += 1;
-            let journal = persistence.create_journal(state.generation).unwrap();
-            persistence.journal.install(journal);
+            let generation = state.generation + 1;
+            persistence
+                .journal
+                .rotate(|previous| persistence.create_journal(generation, previous))
+                .unwrap();
+            state.generation = generation;
         }
         put(&store, "k", b"new", None);
         let header = Header::new(FileKind::Snapshot, persistence.key.as_ref(), 99).unwrap();
@@ -1289,6 +1351,13 @@ mod tests {
             !crashed.path().join(&temp_name).exists(),
             "the temp file is removed"
         );
+
+        // Cutting whole records off the older journal is noticed: its
+        // successor's start record says how many it ended with.
+        let cut = crash_copy(dir.path());
+        truncate(&cut.path().join(&older), before_later).unwrap();
+        let error = open(settings(cut.path(), Some(&key_path))).unwrap_err();
+        assert!(error.to_string().contains("cut short"), "{error}");
 
         // Without the journals that follow it the snapshot is incomplete,
         // and a restore says so instead of silently losing changes.
@@ -1354,6 +1423,32 @@ mod tests {
         let mut aside = snapshot.into_os_string();
         aside.push(DISCARDED_SUFFIX);
         assert!(Path::new(&aside).exists());
+    }
+
+    #[tokio::test]
+    async fn journals_without_their_snapshot_are_refused() {
+        let dir = scratch();
+        let (store, persistence) = open(settings(dir.path(), None)).unwrap();
+        put(&store, "k", b"v", None);
+        persistence.snapshot(&store, false).unwrap();
+        put(&store, "later", b"v", None);
+        let crashed = crash_copy(dir.path());
+        fs::remove_file(crashed.path().join(SNAPSHOT_FILE)).unwrap();
+        let error = open(settings(crashed.path(), None)).unwrap_err();
+        assert!(
+            error.to_string().contains("tmpvault.snapshot is missing"),
+            "{error}"
+        );
+
+        // The very first journal alone is a crash before the first snapshot.
+        let first = scratch();
+        let (store, _p) = open(settings(first.path(), None)).unwrap();
+        put(&store, "k", b"v", None);
+        let crashed = crash_copy(first.path());
+        fs::remove_file(crashed.path().join(SNAPSHOT_FILE)).unwrap();
+        assert_eq!(journals(crashed.path()), [1]);
+        let (restored, _p) = open(settings(crashed.path(), None)).unwrap();
+        assert_eq!(value(&restored, "k").unwrap(), b"v");
     }
 
     #[tokio::test(start_paused = true)]

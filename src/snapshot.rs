@@ -23,15 +23,19 @@
 //!   0  length      4   n, the length of the sealed body
 //!   4  check       4   !n (bitwise complement), so a damaged length is
 //!                      an error rather than a torn end
-//!   8  kind        1   1 = entries, 2 = end (snapshot); 3 = change (journal)
+//!   8  kind        1   1 = entries, 2 = end (snapshot); 4 = start, 3 = change (journal)
 //!   9  body        n   ciphertext || 16-byte GCM tag   (encrypted)
 //!                      plaintext  || 4-byte CRC-32     (plain)
 //! ```
 //!
 //! A snapshot is any number of `entries` frames, then exactly one `end`
 //! frame (the number of entries, so a truncated file is refused), then
-//! nothing. A journal is `change` frames only, one change each, appended one
-//! `write(2)` at a time.
+//! nothing. A journal is one `start` frame, written with the header when the
+//! file is created, then `change` frames, one change each, appended one
+//! `write(2)` at a time. The start frame holds the number of frames the
+//! previous journal ended with (or `u64::MAX` for none): journals are only
+//! ever cut short at the end of the newest one, so that is checkable for
+//! every journal but the newest.
 //!
 //! # Encryption
 //!
@@ -185,6 +189,8 @@ pub enum FrameKind {
     End = 2,
     /// One journaled change.
     Change = 3,
+    /// A journal's first frame: how many frames the previous one holds.
+    Start = 4,
 }
 
 impl FrameKind {
@@ -193,6 +199,7 @@ impl FrameKind {
             1 => Some(FrameKind::Entries),
             2 => Some(FrameKind::End),
             3 => Some(FrameKind::Change),
+            4 => Some(FrameKind::Start),
             _ => None,
         }
     }
@@ -921,6 +928,14 @@ pub fn encode_record(frame: &mut FrameBuf, record: &Record) {
     }
 }
 
+/// A journal's start frame, not yet sealed: the number of frames the
+/// previous journal holds, if there is one.
+pub fn start_frame(previous_frames: Option<u64>) -> FrameBuf {
+    let mut frame = FrameBuf::with_capacity(8);
+    frame.u64(previous_frames.unwrap_or(u64::MAX));
+    frame
+}
+
 /// A journal frame holding `change`, not yet sealed.
 pub fn change_frame(change: &Change<&Key, &SecretBytes>) -> FrameBuf {
     let value_len = match &change.op {
@@ -1550,6 +1565,10 @@ pub fn read_snapshot(
 pub struct JournalContents {
     /// Its header.
     pub header: Header,
+    /// What its start frame says the previous journal holds.
+    pub previous_frames: Option<u64>,
+    /// The complete frames it holds, its start frame included.
+    pub frames: u64,
     /// Its changes, in the order they were appended.
     pub changes: Vec<Change<Key, SecretBytes>>,
     /// Where a torn last frame starts, if the file ends inside one (a crash
@@ -1566,6 +1585,38 @@ pub fn read_journal(
     key: Option<&SnapshotKey>,
 ) -> Result<JournalContents, FormatError> {
     let mut reader = FrameReader::open(WipedReader::new(source, len), len, FileKind::Journal, key)?;
+    // The start frame is written with the header, atomically: never torn.
+    let previous_frames = match reader.next()? {
+        Next::Frame {
+            kind: FrameKind::Start,
+            index,
+            offset,
+            payload,
+        } => {
+            let mut decoder = Decoder {
+                bytes: payload,
+                last_text: None,
+            };
+            let previous = decoder
+                .u64("the previous journal's length")
+                .map_err(|problem| malformed_at(index, offset, problem))?;
+            if !decoder.is_empty() {
+                return Err(malformed_at(
+                    index,
+                    offset,
+                    malformed("bytes left over after the start record"),
+                ));
+            }
+            (previous != u64::MAX).then_some(previous)
+        }
+        _ => {
+            return Err(malformed_at(
+                0,
+                HEADER_LEN as u64,
+                malformed("the journal does not begin with its start record"),
+            ))
+        }
+    };
     let mut changes = Vec::new();
     loop {
         match reader.next()? {
@@ -1592,6 +1643,8 @@ pub fn read_journal(
             Next::Eof => {
                 return Ok(JournalContents {
                     header: reader.parsed,
+                    previous_frames,
+                    frames: reader.index,
                     changes,
                     torn_at: None,
                 })
@@ -1599,6 +1652,8 @@ pub fn read_journal(
             Next::Torn => {
                 return Ok(JournalContents {
                     header: reader.parsed,
+                    previous_frames,
+                    frames: reader.index,
                     changes,
                     torn_at: Some(reader.offset),
                 })
@@ -1787,6 +1842,9 @@ mod tests {
         let header = Header::new(FileKind::Journal, key, 3).unwrap();
         let mut sealer = FileSealer::new(&header, key);
         let mut out = sealer.header().to_vec();
+        let mut start = start_frame(Some(17));
+        sealer.seal(FrameKind::Start, &mut start);
+        out.extend_from_slice(start.as_bytes());
         for (k, seq, op) in changes() {
             let op = match &op {
                 ChangeOp::Put {
@@ -1954,6 +2012,8 @@ mod tests {
             let contents = read_journal_bytes(&bytes, key).unwrap();
             assert_eq!(contents.torn_at, None);
             assert_eq!(contents.header.generation, 3);
+            assert_eq!(contents.previous_frames, Some(17));
+            assert_eq!(contents.frames, 1 + changes().len() as u64);
             let read: Vec<String> = contents
                 .changes
                 .iter()
@@ -2051,14 +2111,23 @@ mod tests {
             offset += FRAME_PREFIX_LEN + len;
             boundaries.push(offset);
         }
-        for cut in HEADER_LEN..=bytes.len() {
+        // The header and the start frame are written as one file, renamed
+        // into place: a journal without them is damaged, not torn.
+        for cut in 0..boundaries[1] {
+            assert!(
+                read_journal_bytes(&bytes[..cut], Some(&key)).is_err(),
+                "cut at {cut}"
+            );
+        }
+        for cut in boundaries[1]..=bytes.len() {
             let contents = read_journal_bytes(&bytes[..cut], Some(&key)).unwrap();
-            let whole = boundaries.iter().filter(|b| **b <= cut).count() - 1;
-            assert_eq!(contents.changes.len(), whole, "cut at {cut}");
+            let whole = boundaries.iter().filter(|b| **b <= cut).count();
+            assert_eq!(contents.changes.len(), whole - 2, "cut at {cut}");
+            assert_eq!(contents.frames, whole as u64 - 1, "cut at {cut}");
             let torn = !boundaries.contains(&cut);
             assert_eq!(
                 contents.torn_at,
-                torn.then(|| boundaries[whole] as u64),
+                torn.then(|| boundaries[whole - 1] as u64),
                 "cut at {cut}"
             );
         }
