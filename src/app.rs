@@ -11,7 +11,6 @@ use crate::api::Api;
 use crate::config::{ConfigError, ServeConfig};
 use crate::harden::HardeningReport;
 use crate::ops::Ops;
-use crate::persistence::{self, PersistenceError};
 use crate::selfcheck::{self, Context, Report};
 use crate::server::{Health, Server, ServerError};
 use crate::store::Store;
@@ -57,7 +56,7 @@ pub enum AppError {
     },
     /// The snapshot could not be restored, or the scratch dir not written.
     #[error("snapshots: {0}")]
-    Persistence(#[from] PersistenceError),
+    Persistence(#[from] crate::persistence::PersistenceError),
 }
 
 /// Everything the self-check needs, owned, so `/v1/selfcheck` can re-run it.
@@ -146,8 +145,8 @@ pub async fn start(
     // Restored before any listener is bound, so nothing is served (and
     // /readyz cannot answer) until the store is whole: `snapshot_loaded`
     // never needs to be false.
-    let persistence = match persistence::Settings::from_config(config) {
-        Some(settings) => Some(persistence::start(settings, &store).await?),
+    let persistence = match crate::persistence::Settings::from_config(config) {
+        Some(settings) => Some(crate::persistence::start(settings, &store).await?),
         None => None,
     };
     let ops = match config.ops_listen {
