@@ -61,6 +61,9 @@ pub enum AppError {
         /// The ids of the checks that stopped it.
         checks: String,
     },
+    /// The snapshot could not be restored, or the scratch dir not written.
+    #[error("snapshots: {0}")]
+    Persistence(#[from] crate::persistence::PersistenceError),
 }
 
 /// Everything the self-check needs, owned, so `/v1/selfcheck` can re-run it.
@@ -170,6 +173,13 @@ pub async fn start(
         .with_access(Arc::clone(&access))
         .with_selfcheck(Arc::new(move || live_checks.run().to_json()));
     let health = Arc::new(Health::default());
+    // Restored before any listener is bound, so nothing is served (and
+    // /readyz cannot answer) until the store is whole: `snapshot_loaded`
+    // never needs to be false.
+    let persistence = match crate::persistence::Settings::from_config(config) {
+        Some(settings) => Some(crate::persistence::start(settings, &store).await?),
+        None => None,
+    };
     let ops = match config.ops_listen {
         Some(addr) => {
             let listener = TcpListener::bind(addr)
@@ -178,6 +188,7 @@ pub async fn start(
             let ops = Arc::new(Ops {
                 health: Arc::clone(&health),
                 store,
+                persistence,
                 selfcheck: checks,
             });
             Some((listener, ops))

@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 
 use crate::api::ApiSettings;
 use crate::client::{Client, ClientError, PutOptions};
-use crate::config::{LogFormat, ServeConfig, SnapshotSetting, DEFAULT_MAX_MEMORY};
+use crate::config::{LogFormat, ServeConfig, SnapshotOnError, SnapshotSetting, DEFAULT_MAX_MEMORY};
 use crate::harden::{harden_process, HardeningReport};
 use crate::server::Limits;
 use crate::tls::{ClientTlsFiles, ServerTlsFiles};
@@ -51,6 +51,8 @@ enum Command {
     Selfcheck(SelfcheckArgs),
     /// Exit 0 when the running server's /readyz answers 200 (for probes).
     Healthcheck(HealthcheckArgs),
+    /// Make a new snapshot key: to FILE (mode 0600, never overwritten) or as base64 on stdout.
+    Keygen(KeygenArgs),
     /// Store a secret from FILE or stdin.
     Put(PutArgs),
     /// Print a secret's raw bytes to stdout.
@@ -112,6 +114,14 @@ pub struct ServeArgs {
     /// Time between snapshots.
     #[arg(long, env = "TMPVAULT_SNAPSHOT_INTERVAL", default_value = "30s", value_parser = duration_arg)]
     snapshot_interval: Duration,
+    /// A snapshot or journal that cannot be loaded (wrong key, tampered): refuse to start, or move it aside and start empty.
+    #[arg(
+        long,
+        env = "TMPVAULT_SNAPSHOT_ON_ERROR",
+        value_enum,
+        default_value = "refuse"
+    )]
+    snapshot_on_error: SnapshotOnError,
     /// Refuse to start on self-check warnings, not only failures.
     #[arg(long, env = "TMPVAULT_STRICT")]
     strict: bool,
@@ -158,6 +168,7 @@ impl ServeArgs {
             snapshot: self.snapshot,
             snapshot_key_file: self.snapshot_key_file,
             snapshot_interval: self.snapshot_interval,
+            snapshot_on_error: self.snapshot_on_error,
             strict: self.strict,
             rate_limit: self.rate_limit,
             audit_log: self.audit_log,
@@ -247,6 +258,33 @@ fn selfcheck_command(args: &SelfcheckArgs, hardening: &HardeningReport) -> ExitC
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// Flags of `keygen`.
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Write the key here (base64, mode 0600); refuses an existing file. Without it the key goes to stdout.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn keygen_command(args: &KeygenArgs) -> Result<ExitCode, String> {
+    let line = crate::snapshot::keygen(args.out.as_deref()).map_err(|error| error.to_string())?;
+    match (line, &args.out) {
+        (Some(line), _) => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(line.as_bytes())
+                .and_then(|()| out.flush())
+                .map_err(|e| format!("writing stdout: {e}"))?;
+        }
+        (None, Some(path)) => eprintln!(
+            "tmpvault: wrote a new snapshot key to {} (mode 0600); use it with --snapshot encrypted --snapshot-key-file {}",
+            path.display(),
+            path.display()
+        ),
+        (None, None) => {}
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Flags of `healthcheck`.
@@ -407,11 +445,14 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
     // no_new_privs is per thread and only inherited by threads made later,
     // and nothing may have read a secret before core dumps are off.
     let hardening = match cli.command {
-        Command::Serve(_) | Command::Dev(_) | Command::Selfcheck(_) => harden_process(),
+        Command::Serve(_) | Command::Dev(_) | Command::Selfcheck(_) | Command::Keygen(_) => {
+            harden_process()
+        }
         _ => HardeningReport::not_run(),
     };
     match cli.command {
         Command::Selfcheck(args) => Ok(selfcheck_command(&args, &hardening)),
+        Command::Keygen(args) => keygen_command(&args),
         Command::Healthcheck(args) => {
             let url = args
                 .ops_url
@@ -551,9 +592,11 @@ async fn client_command(command: Command) -> Result<ExitCode, String> {
             let client = args.client.client().map_err(problem)?;
             stdout(&client.pop(&args.key, args.oldest).await.map_err(problem)?)?;
         }
-        Command::Serve(_) | Command::Dev(_) | Command::Selfcheck(_) | Command::Healthcheck(_) => {
-            return Err("not a client command".into())
-        }
+        Command::Serve(_)
+        | Command::Dev(_)
+        | Command::Selfcheck(_)
+        | Command::Healthcheck(_)
+        | Command::Keygen(_) => return Err("not a client command".into()),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -38,6 +38,16 @@ pub enum SnapshotSetting {
     Encrypted,
 }
 
+/// What to do when the snapshot or journal cannot be loaded at startup.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SnapshotOnError {
+    /// Refuse to start, naming the file and the reason.
+    #[default]
+    Refuse,
+    /// Move the files aside (`*.discarded`), log it loudly, and start empty.
+    Discard,
+}
+
 /// Everything `serve` needs, checked.
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
@@ -61,6 +71,8 @@ pub struct ServeConfig {
     pub snapshot_key_file: Option<PathBuf>,
     /// Time between snapshots.
     pub snapshot_interval: Duration,
+    /// What to do with a snapshot or journal that cannot be loaded.
+    pub snapshot_on_error: SnapshotOnError,
     /// Refuse to start on self-check warnings too.
     pub strict: bool,
     /// Requests a second per identity, if limited.
@@ -136,13 +148,43 @@ impl ServeConfig {
             return invalid("--max-connections", "must be at least 1".into());
         }
         if self.snapshot != SnapshotSetting::Off {
-            return Err(ConfigError::Unsupported {
-                flag: "--snapshot",
-                value: format!("{:?}", self.snapshot).to_lowercase(),
-            });
+            self.validate_snapshot()?;
         }
         if self.rate_limit == Some(0) {
             return invalid("--rate-limit", "must be at least 1 request a second".into());
+        }
+        Ok(())
+    }
+
+    /// Checks the `--snapshot*` flags. The key file's content, and whether
+    /// a plaintext snapshot would stay on tmpfs, are the self-check's
+    /// `snapshot.key`.
+    fn validate_snapshot(&self) -> Result<(), ConfigError> {
+        let invalid = |flag, reason: &str| {
+            Err(ConfigError::Invalid {
+                flag,
+                reason: reason.to_owned(),
+            })
+        };
+        match (self.snapshot, &self.snapshot_key_file) {
+            (SnapshotSetting::Encrypted, None) => {
+                return invalid(
+                    "--snapshot-key-file",
+                    "--snapshot encrypted needs a key file (make one with tmpvault keygen --out \
+                     FILE)",
+                )
+            }
+            (SnapshotSetting::Plain, Some(_)) => {
+                return invalid(
+                    "--snapshot-key-file",
+                    "a key file is only used with --snapshot encrypted; --snapshot plain writes \
+                     unencrypted files",
+                )
+            }
+            _ => {}
+        }
+        if self.snapshot_interval.is_zero() {
+            return invalid("--snapshot-interval", "must be greater than zero");
         }
         Ok(())
     }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::api::ApiSettings;
 use crate::app::{self, AppError, Mode};
 use crate::cli::{default_max_memory, DevArgs};
-use crate::config::{ServeConfig, SnapshotSetting};
+use crate::config::{ServeConfig, SnapshotOnError, SnapshotSetting};
 use crate::harden::HardeningReport;
 use crate::pki::{ClientName, DevPki, PkiError};
 use crate::server::Limits;
@@ -140,6 +140,7 @@ async fn serve(args: &DevArgs, dir: &Path, hardening: HardeningReport) -> Result
         snapshot: SnapshotSetting::Off,
         snapshot_key_file: None,
         snapshot_interval: Duration::from_secs(30),
+        snapshot_on_error: SnapshotOnError::Refuse,
         strict: false,
         rate_limit: None,
         audit_log: None,

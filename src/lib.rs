@@ -21,6 +21,11 @@
 //!   zeroized on drop, redacted in `Debug`.
 //! - [`store`]: the sharded in-memory store, its deadline index and purge
 //!   task, and the memory budget.
+//! - [`snapshot`], [`journal`], [`persistence`]: snapshots of the store to
+//!   the scratch dir. The file format (AES-256-GCM or plain) and the key;
+//!   the append-only journal that makes every acknowledged change survive
+//!   `kill -9`; and the files, atomic writes, restore at startup, periodic
+//!   and final snapshots.
 //! - [`problem`]: the API error type and the one place where it becomes an RFC
 //!   9457 `application/problem+json` response.
 //! - [`api`]: the v1 routes: request parsing, handlers, responses.
@@ -58,10 +63,12 @@ pub mod config;
 pub mod dev;
 pub mod harden;
 pub mod identity;
+pub mod journal;
 pub mod key;
 pub mod logging;
 pub mod metrics;
 pub mod ops;
+pub mod persistence;
 pub mod pki;
 pub mod policy;
 pub mod problem;
@@ -70,6 +77,7 @@ pub mod reload;
 pub mod secret;
 pub mod selfcheck;
 pub mod server;
+pub mod snapshot;
 pub mod store;
 pub mod sysinfo;
 pub mod tls;

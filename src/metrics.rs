@@ -90,6 +90,8 @@ pub struct Snapshot<'a> {
     pub store: Stats,
     /// The store's budget.
     pub memory_budget: u64,
+    /// Snapshot and journal numbers, when snapshots are on.
+    pub persistence: Option<PersistenceMetrics>,
     /// Failed or timed-out TLS handshakes.
     pub handshake_failures: u64,
     /// Connections open now.
@@ -102,6 +104,98 @@ pub struct Snapshot<'a> {
     pub selfcheck: &'a Report,
     /// Successful and failed live reloads.
     pub reloads: (u64, u64),
+}
+
+/// Snapshot and journal numbers (see [`crate::persistence`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PersistenceMetrics {
+    /// Seconds since the last successful snapshot; `None` before the first.
+    pub snapshot_age_seconds: Option<f64>,
+    /// Size of the last snapshot.
+    pub snapshot_bytes: u64,
+    /// Entries in the last snapshot.
+    pub snapshot_entries: u64,
+    /// How long the last snapshot took.
+    pub snapshot_duration_seconds: f64,
+    /// Snapshots written since start.
+    pub snapshots_total: u64,
+    /// Snapshots that failed since start.
+    pub snapshot_failures_total: u64,
+    /// Records in the current journal (changes since the last snapshot).
+    pub journal_records: u64,
+    /// Bytes in the current journal.
+    pub journal_bytes: u64,
+    /// Journal appends that failed (each refused a change with 503).
+    pub journal_failures_total: u64,
+}
+
+fn render_persistence(out: &mut String, persistence: &PersistenceMetrics) {
+    let floats = [
+        (
+            "tmpvault_snapshot_age_seconds",
+            "Seconds since the last successful snapshot (absent before the first).",
+            persistence.snapshot_age_seconds,
+        ),
+        (
+            "tmpvault_snapshot_duration_seconds",
+            "How long the last snapshot took.",
+            Some(persistence.snapshot_duration_seconds),
+        ),
+    ];
+    for (name, help, value) in floats {
+        if let Some(value) = value {
+            family(out, name, "gauge", help);
+            let _ = writeln!(out, "{name} {value}");
+        }
+    }
+    let integers = [
+        (
+            "tmpvault_snapshot_size_bytes",
+            "gauge",
+            "Size of the last snapshot file.",
+            persistence.snapshot_bytes,
+        ),
+        (
+            "tmpvault_snapshot_entries",
+            "gauge",
+            "Secrets and lists in the last snapshot.",
+            persistence.snapshot_entries,
+        ),
+        (
+            "tmpvault_snapshots_total",
+            "counter",
+            "Snapshots written.",
+            persistence.snapshots_total,
+        ),
+        (
+            "tmpvault_snapshot_failures_total",
+            "counter",
+            "Snapshots that failed (the previous one and the journal still hold every change).",
+            persistence.snapshot_failures_total,
+        ),
+        (
+            "tmpvault_journal_records",
+            "gauge",
+            "Changes journaled since the last snapshot.",
+            persistence.journal_records,
+        ),
+        (
+            "tmpvault_journal_bytes",
+            "gauge",
+            "Size of the current journal file.",
+            persistence.journal_bytes,
+        ),
+        (
+            "tmpvault_journal_failures_total",
+            "counter",
+            "Journal writes that failed; each refused its change with 503.",
+            persistence.journal_failures_total,
+        ),
+    ];
+    for (name, kind, help, value) in integers {
+        family(out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
+    }
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -230,6 +324,9 @@ pub fn render(snapshot: &Snapshot<'_>) -> String {
             "tmpvault_selfcheck_status{{check=\"{}\"}} {value}",
             check.id
         );
+    }
+    if let Some(persistence) = &snapshot.persistence {
+        render_persistence(&mut out, persistence);
     }
     if let Some(rss) = resident_memory_bytes() {
         family(

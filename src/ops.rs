@@ -27,6 +27,7 @@ use tokio::sync::Semaphore;
 
 use crate::app::SelfcheckInputs;
 use crate::metrics;
+use crate::persistence::Persistence;
 use crate::server::Health;
 use crate::store::Store;
 
@@ -39,6 +40,8 @@ pub struct Ops {
     pub health: Arc<Health>,
     /// The store, for item and byte counts.
     pub store: Store,
+    /// Snapshots and journal, when on.
+    pub persistence: Option<Arc<Persistence>>,
     /// Re-runs the self-check for each scrape.
     pub selfcheck: SelfcheckInputs,
 }
@@ -85,6 +88,7 @@ impl Ops {
                     requests: &self.health.requests,
                     store: self.store.stats(),
                     memory_budget: self.store.budget(),
+                    persistence: self.persistence.as_deref().map(Persistence::metrics),
                     handshake_failures: self.health.handshake_failures.load(Ordering::Relaxed),
                     connections_open: self.health.connections_open.load(Ordering::Relaxed),
                     ready: self.health.ready(),

@@ -174,6 +174,7 @@ impl From<StoreError> for ApiError {
             StoreError::WrongKind { .. } => ApiError::WrongKind(error.to_string()),
             StoreError::PreconditionFailed(reason) => ApiError::PreconditionFailed(reason),
             StoreError::BudgetExceeded { .. } => ApiError::MemoryBudgetExceeded(error.to_string()),
+            StoreError::Unavailable(reason) => ApiError::Unavailable(reason),
         }
     }
 }

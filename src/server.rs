@@ -282,6 +282,8 @@ impl Server {
                 tracing::warn!(timeout_s = limits.drain_timeout.as_secs(), "drain deadline passed; closing remaining connections");
             }
         }
+        // With snapshots on, the final one: after the drain, before the wipe.
+        api.store().before_wipe();
         api.store().wipe_all();
         tracing::info!("store wiped");
     }

@@ -19,12 +19,20 @@
 //!   served even in the instant before the purge task reaches it.
 //! - A memory budget counts stored bytes (key, value, content type) plus a
 //!   fixed per-item overhead, so a flood of empty secrets is bounded too.
+//! - With persistence on, every change goes to a [`ChangeLog`] (the journal)
+//!   *inside* the shard lock and *before* it is applied: the journal sees the
+//!   changes to one key in the order the store made them, and a change the
+//!   journal could not record is refused, never half made. Each change carries
+//!   a store-wide sequence number (`seq`, drawn from the revision counter) so
+//!   a restore can tell which journal records a snapshot already holds. With
+//!   persistence off the only cost is one atomic load per write (the empty
+//!   `OnceLock`); reads that do not count against `max_reads` never look.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::Notify;
@@ -85,7 +93,15 @@ pub enum StoreError {
         /// Bytes in use before the write.
         used: u64,
     },
+    /// Persistence is on and the change could not be journaled, so it was
+    /// not made.
+    #[error("{0}")]
+    Unavailable(&'static str),
 }
+
+/// Why a change was refused when the journal could not take it.
+const JOURNAL_UNAVAILABLE: &str =
+    "the change could not be written to the snapshot journal, so it was not made; retry shortly";
 
 /// A write's condition on the current state of the key.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -126,6 +142,144 @@ pub struct Meta {
     pub content_type: Option<Arc<str>>,
 }
 
+/// An entry whole and owned, as snapshots hold it: [`Store::export`] makes
+/// them, [`Store::import`] takes them back at startup. Values stay in
+/// zeroizing buffers.
+#[derive(Debug)]
+pub struct Record {
+    /// The key.
+    pub key: Key,
+    /// The secret or the list items.
+    pub value: RecordValue,
+    /// Store-wide sequence number of the entry's last change.
+    pub seq: u64,
+    /// Revision of the current value (the `ETag`).
+    pub revision: u64,
+    /// Writes since creation.
+    pub version: u64,
+    /// When the key was created.
+    pub created_at: SystemTime,
+    /// When the value or its expiry last changed.
+    pub updated_at: SystemTime,
+    /// The absolute deadline, on the wall clock.
+    pub expires_at: SystemTime,
+    /// Reads left before a secret is wiped, if it has `max_reads`.
+    pub reads_left: Option<u32>,
+    /// Media type of a secret.
+    pub content_type: Option<Arc<str>>,
+}
+
+/// What a [`Record`] holds.
+#[derive(Debug)]
+pub enum RecordValue {
+    /// A secret's bytes (shared with the store: exporting copies nothing).
+    Secret(Arc<SecretBytes>),
+    /// A list's items, oldest first.
+    List(VecDeque<SecretBytes>),
+}
+
+impl RecordValue {
+    /// `secret` or `list`.
+    pub fn kind(&self) -> Kind {
+        match self {
+            RecordValue::Secret(_) => Kind::Secret,
+            RecordValue::List(_) => Kind::List,
+        }
+    }
+}
+
+/// One change to one key, as the journal records it. The store hands the
+/// journal a borrowed `Change<&Key, &SecretBytes>`; reading a journal back
+/// gives an owned `Change<Key, SecretBytes>`.
+#[derive(Debug)]
+pub struct Change<K, V> {
+    /// The key changed.
+    pub key: K,
+    /// Store-wide sequence number of this change: a restore applies it only
+    /// if it is newer than what the key already has.
+    pub seq: u64,
+    /// What changed.
+    pub op: ChangeOp<V>,
+}
+
+/// The kinds of change. Timestamps are wall-clock; deadlines absolute.
+#[derive(Debug)]
+pub enum ChangeOp<V> {
+    /// A secret written (created or replaced): its whole new state.
+    Put {
+        /// The value.
+        value: V,
+        /// New revision.
+        revision: u64,
+        /// New version.
+        version: u64,
+        /// Creation time (kept across replacements).
+        created_at: SystemTime,
+        /// This write's time.
+        updated_at: SystemTime,
+        /// The deadline.
+        expires_at: SystemTime,
+        /// `max_reads`, if given.
+        reads_left: Option<u32>,
+        /// The media type.
+        content_type: Arc<str>,
+    },
+    /// An item appended to a list; `created` when this push made the list.
+    Push {
+        /// The item.
+        item: V,
+        /// Whether the list was created (then the fields below are its whole state).
+        created: bool,
+        /// New revision.
+        revision: u64,
+        /// New version.
+        version: u64,
+        /// The list's creation time.
+        created_at: SystemTime,
+        /// This push's time.
+        updated_at: SystemTime,
+        /// The list's deadline.
+        expires_at: SystemTime,
+    },
+    /// An item taken from a list (the last one deletes the list).
+    Pop {
+        /// Which end.
+        end: End,
+        /// New revision.
+        revision: u64,
+        /// New version.
+        version: u64,
+        /// This pop's time.
+        updated_at: SystemTime,
+    },
+    /// A new deadline.
+    Renew {
+        /// The deadline.
+        expires_at: SystemTime,
+        /// This renewal's time.
+        updated_at: SystemTime,
+    },
+    /// A counted read: `reads_left` after it (0 removes the secret).
+    Read {
+        /// Reads left.
+        reads_left: u32,
+    },
+    /// The key removed.
+    Delete,
+}
+
+/// Where the store sends its changes when persistence is on (the journal).
+pub trait ChangeLog: Send + Sync {
+    /// Records `change` before the store applies it; called inside the shard
+    /// lock, so changes to one key arrive in store order. An error refuses
+    /// the change (the client gets 503) and leaves the store as it was.
+    fn append(&self, change: &Change<&Key, &SecretBytes>) -> std::io::Result<()>;
+
+    /// Called once at shutdown, after the drain and before the wipe: the
+    /// final snapshot of `store`.
+    fn before_wipe(&self, store: &Store);
+}
+
 /// One entry in a shard.
 struct Entry {
     value: Value,
@@ -134,6 +288,9 @@ struct Entry {
     updated_at: SystemTime,
     version: u64,
     revision: u64,
+    /// Sequence number of the last change (equal to `revision` after a
+    /// write; renewals and counted reads move it on alone).
+    seq: u64,
     reads_left: Option<u32>,
     content_type: Option<Arc<str>>,
     /// What this entry is charged against the memory budget.
@@ -242,6 +399,9 @@ struct Shared {
     epoch: Instant,
     wake: Notify,
     closed: AtomicBool,
+    /// The journal, once persistence has restored the store; empty when
+    /// persistence is off.
+    change_log: OnceLock<Arc<dyn ChangeLog>>,
 }
 
 /// A cheap-to-clone handle to the store.
@@ -327,6 +487,7 @@ impl Store {
             epoch,
             wake: Notify::new(),
             closed: AtomicBool::new(false),
+            change_log: OnceLock::new(),
         });
         tokio::spawn(purge_task(Arc::clone(&shared)));
         Store { shared }
@@ -339,6 +500,33 @@ impl Store {
 
     fn revision(&self) -> u64 {
         self.shared.next_revision.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Records `change` in the journal, if persistence is on. Called inside
+    /// the shard lock, before the change is applied.
+    fn journal<'a>(
+        &self,
+        change: impl FnOnce() -> Change<&'a Key, &'a SecretBytes>,
+    ) -> Result<(), StoreError> {
+        match self.shared.change_log.get() {
+            None => Ok(()),
+            Some(log) => log
+                .append(&change())
+                .map_err(|_| StoreError::Unavailable(JOURNAL_UNAVAILABLE)),
+        }
+    }
+
+    fn journaling(&self) -> bool {
+        self.shared.change_log.get().is_some()
+    }
+
+    /// Undoes `charge(old, new)` after a refused change. Unconditional: the
+    /// bytes were already counted, so no budget check applies.
+    fn uncharge(&self, old: u64, new: u64) {
+        // Adds `old - new` modulo 2^64, which is the exact inverse.
+        self.shared
+            .used
+            .fetch_add(old.wrapping_sub(new), Ordering::Relaxed);
     }
 
     /// Charges `new` bytes against the budget in place of `old`.
@@ -413,13 +601,33 @@ impl Store {
                 .as_ref()
                 .map_or((0, wall_now, 0), |e| (e.charge, e.created_at, e.version));
             self.charge(old_charge, charge)?;
+            let revision = self.revision();
+            let journaled = self.journal(|| Change {
+                key,
+                seq: revision,
+                op: ChangeOp::Put {
+                    value: &value,
+                    revision,
+                    version: version + 1,
+                    created_at,
+                    updated_at: wall_now,
+                    expires_at: wall_clock_at(deadline, now, wall_now),
+                    reads_left: options.max_reads,
+                    content_type: Arc::clone(&options.content_type),
+                },
+            });
+            if let Err(error) = journaled {
+                self.uncharge(old_charge, charge);
+                return Err(error);
+            }
             let entry = Entry {
                 value: Value::Secret(Arc::new(value)),
                 deadline,
                 created_at,
                 updated_at: wall_now,
                 version: version + 1,
-                revision: self.revision(),
+                revision,
+                seq: revision,
                 reads_left: options.max_reads,
                 content_type: Some(options.content_type),
                 charge,
@@ -459,10 +667,18 @@ impl Store {
                 });
             };
             let bytes = Arc::clone(bytes);
-            if consume {
-                if let Some(left) = entry.reads_left.as_mut() {
-                    *left = left.saturating_sub(1);
-                }
+            if let (true, Some(left)) = (consume, entry.reads_left) {
+                // A counted read is a change: journaled, or a restarted
+                // server would serve a read-once secret again.
+                let left = left.saturating_sub(1);
+                let seq = self.revision();
+                self.journal(|| Change {
+                    key,
+                    seq,
+                    op: ChangeOp::Read { reads_left: left },
+                })?;
+                entry.reads_left = Some(left);
+                entry.seq = seq;
             }
             let meta = entry.meta(key, now, wall_now);
             if consume && meta.reads_left == Some(0) {
@@ -501,6 +717,16 @@ impl Store {
             let entry = shard
                 .live(key, now, &self.shared, &mut expired)
                 .ok_or(StoreError::NotFound)?;
+            let seq = self.revision();
+            self.journal(|| Change {
+                key,
+                seq,
+                op: ChangeOp::Renew {
+                    expires_at: wall_clock_at(deadline, now, wall_now),
+                    updated_at: wall_now,
+                },
+            })?;
+            entry.seq = seq;
             let old_deadline = std::mem::replace(&mut entry.deadline, deadline);
             entry.updated_at = wall_now;
             let meta = entry.meta(key, now, wall_now);
@@ -521,6 +747,14 @@ impl Store {
             if shard.live(key, now, &self.shared, &mut expired).is_none() {
                 None
             } else {
+                if self.journaling() {
+                    let seq = self.revision();
+                    self.journal(|| Change {
+                        key,
+                        seq,
+                        op: ChangeOp::Delete,
+                    })?;
+                }
                 shard.remove(key)
             }
         };
@@ -606,10 +840,28 @@ impl Store {
                         });
                     };
                     self.charge(0, item_charge)?;
+                    let journaled = self.journal(|| Change {
+                        key,
+                        seq: revision,
+                        op: ChangeOp::Push {
+                            item: &item,
+                            created: false,
+                            revision,
+                            version: entry.version + 1,
+                            created_at: entry.created_at,
+                            updated_at: wall_now,
+                            expires_at: wall_clock_at(entry.deadline, now, wall_now),
+                        },
+                    });
+                    if let Err(error) = journaled {
+                        self.uncharge(0, item_charge);
+                        return Err(error);
+                    }
                     items.push_back(item);
                     entry.charge += item_charge;
                     entry.version += 1;
                     entry.revision = revision;
+                    entry.seq = revision;
                     entry.updated_at = wall_now;
                     (entry.meta(key, now, wall_now), false)
                 }
@@ -617,6 +869,23 @@ impl Store {
                     let charge = ITEM_OVERHEAD + key.as_str().len() as u64 + item_charge;
                     self.charge(0, charge)?;
                     let deadline = self.deadline_after(ttl, now);
+                    let journaled = self.journal(|| Change {
+                        key,
+                        seq: revision,
+                        op: ChangeOp::Push {
+                            item: &item,
+                            created: true,
+                            revision,
+                            version: 1,
+                            created_at: wall_now,
+                            updated_at: wall_now,
+                            expires_at: wall_clock_at(deadline, now, wall_now),
+                        },
+                    });
+                    if let Err(error) = journaled {
+                        self.uncharge(0, charge);
+                        return Err(error);
+                    }
                     let entry = Entry {
                         value: Value::List(VecDeque::from([item])),
                         deadline,
@@ -624,6 +893,7 @@ impl Store {
                         updated_at: wall_now,
                         version: 1,
                         revision,
+                        seq: revision,
                         reads_left: None,
                         content_type: None,
                         charge,
@@ -662,6 +932,19 @@ impl Store {
                     found: Kind::Secret,
                 });
             };
+            if items.is_empty() {
+                return Err(StoreError::NotFound);
+            }
+            self.journal(|| Change {
+                key,
+                seq: revision,
+                op: ChangeOp::Pop {
+                    end,
+                    revision,
+                    version: entry.version + 1,
+                    updated_at: wall_now,
+                },
+            })?;
             let item = match end {
                 End::Newest => items.pop_back(),
                 End::Oldest => items.pop_front(),
@@ -672,6 +955,7 @@ impl Store {
             entry.charge -= item_charge;
             entry.version += 1;
             entry.revision = revision;
+            entry.seq = revision;
             entry.updated_at = wall_now;
             self.shared.used.fetch_sub(item_charge, Ordering::Relaxed);
             if left == 0 {
@@ -698,6 +982,143 @@ impl Store {
     /// The memory budget in bytes.
     pub fn budget(&self) -> u64 {
         self.shared.budget
+    }
+
+    /// Sends every later change to `log` (persistence, once the store is
+    /// restored). Returns false if a log was already set.
+    pub fn set_change_log(&self, log: Arc<dyn ChangeLog>) -> bool {
+        self.shared.change_log.set(log).is_ok()
+    }
+
+    /// With persistence on, takes the final snapshot. The server calls it
+    /// after the drain and before [`Store::wipe_all`].
+    pub fn before_wipe(&self) {
+        if let Some(log) = self.shared.change_log.get() {
+            log.before_wipe(self);
+        }
+    }
+
+    /// Every live entry, owned, in no particular order: what a snapshot
+    /// writes. Shards are locked one at a time, never two at once, and each
+    /// only long enough to copy its entries' metadata and `Arc`s; list items
+    /// are copied into new zeroizing buffers. Each record is consistent with
+    /// its `seq`: it holds exactly the changes to its key numbered up to it.
+    pub fn export(&self) -> Vec<Record> {
+        let now = Instant::now();
+        let wall_now = SystemTime::now();
+        let mut records = Vec::with_capacity(
+            usize::try_from(self.shared.entries.load(Ordering::Relaxed)).unwrap_or(0),
+        );
+        for shard in self.shared.shards.iter() {
+            let shard = lock(shard);
+            records.extend(
+                shard
+                    .entries
+                    .iter()
+                    .filter(|(_, entry)| entry.deadline > now)
+                    .map(|(key, entry)| Record {
+                        key: key.clone(),
+                        value: match &entry.value {
+                            Value::Secret(bytes) => RecordValue::Secret(Arc::clone(bytes)),
+                            Value::List(items) => RecordValue::List(
+                                items
+                                    .iter()
+                                    .map(|item| SecretBytes::copy_from(item.expose()))
+                                    .collect(),
+                            ),
+                        },
+                        seq: entry.seq,
+                        revision: entry.revision,
+                        version: entry.version,
+                        created_at: entry.created_at,
+                        updated_at: entry.updated_at,
+                        expires_at: wall_clock_at(entry.deadline, now, wall_now),
+                        reads_left: entry.reads_left,
+                        content_type: entry.content_type.clone(),
+                    }),
+            );
+        }
+        records
+    }
+
+    /// Puts restored records into the store (at startup, before serving;
+    /// nothing is journaled). Records whose deadline has passed are dropped,
+    /// and so are a secret with no reads left and an empty list. The
+    /// revision counter moves past every restored `seq`, so new changes sort
+    /// after them. Returns how many were restored and how many had expired.
+    pub fn import(
+        &self,
+        records: impl IntoIterator<Item = Record>,
+    ) -> Result<(u64, u64), StoreError> {
+        let now = Instant::now();
+        let wall_now = SystemTime::now();
+        let (mut restored, mut expired) = (0, 0);
+        let mut earliest: Option<Instant> = None;
+        for record in records {
+            let Ok(ahead) = record.expires_at.duration_since(wall_now) else {
+                expired += 1;
+                continue;
+            };
+            if ahead.is_zero()
+                || record.reads_left == Some(0)
+                || matches!(&record.value, RecordValue::List(items) if items.is_empty())
+            {
+                expired += 1;
+                continue;
+            }
+            let key_bytes = record.key.as_str().len() as u64;
+            let (value, charge) = match record.value {
+                RecordValue::Secret(bytes) => {
+                    let content_type = record.content_type.as_deref().unwrap_or("");
+                    let charge = secret_charge(&record.key, &bytes, content_type);
+                    (Value::Secret(bytes), charge)
+                }
+                RecordValue::List(items) => {
+                    let charge = ITEM_OVERHEAD
+                        + key_bytes
+                        + items
+                            .iter()
+                            .map(|item| ITEM_OVERHEAD + item.len() as u64)
+                            .sum::<u64>();
+                    (Value::List(items), charge)
+                }
+            };
+            self.charge(0, charge)?;
+            let deadline = self.deadline_after(ahead, now);
+            let entry = Entry {
+                value,
+                deadline,
+                created_at: record.created_at,
+                updated_at: record.updated_at,
+                version: record.version,
+                revision: record.revision,
+                seq: record.seq,
+                reads_left: record.reads_left,
+                content_type: record.content_type,
+                charge,
+            };
+            self.shared.next_revision.fetch_max(
+                record.seq.max(record.revision).saturating_add(1),
+                Ordering::Relaxed,
+            );
+            let replaced = {
+                let mut shard = lock(self.shard(&record.key));
+                let replaced = shard.remove(&record.key);
+                shard.entries.insert(record.key.clone(), entry);
+                shard.deadlines.insert((deadline, record.key));
+                replaced
+            };
+            match &replaced {
+                Some(old) => self.shared.used.fetch_sub(old.charge, Ordering::Relaxed),
+                None => self.shared.entries.fetch_add(1, Ordering::Relaxed),
+            };
+            earliest = Some(earliest.map_or(deadline, |e| e.min(deadline)));
+            restored += 1;
+        }
+        if let Some(deadline) = earliest {
+            self.schedule(deadline);
+        }
+        Ok((restored, expired))
     }
 
     /// Wipes every entry and stops the purge task. Used at shutdown; the
@@ -969,6 +1390,200 @@ mod tests {
         assert_eq!(next, None);
         let (all, _) = store.list("", None, 100);
         assert_eq!(all.len(), 26);
+    }
+
+    /// A change log that remembers what it was given, or refuses it.
+    #[derive(Default)]
+    struct RecordingLog {
+        refuse: AtomicBool,
+        seen: Mutex<Vec<(String, u64, &'static str)>>,
+    }
+
+    impl ChangeLog for RecordingLog {
+        fn append(&self, change: &Change<&Key, &SecretBytes>) -> std::io::Result<()> {
+            if self.refuse.load(Ordering::Relaxed) {
+                return Err(std::io::Error::other("refused by the test"));
+            }
+            let op = match change.op {
+                ChangeOp::Put { .. } => "put",
+                ChangeOp::Push { created: true, .. } => "create",
+                ChangeOp::Push { .. } => "push",
+                ChangeOp::Pop { .. } => "pop",
+                ChangeOp::Renew { .. } => "renew",
+                ChangeOp::Read { .. } => "read",
+                ChangeOp::Delete => "delete",
+            };
+            self.seen
+                .lock()
+                .unwrap()
+                .push((change.key.to_string(), change.seq, op));
+            Ok(())
+        }
+
+        fn before_wipe(&self, _store: &Store) {}
+    }
+
+    #[tokio::test]
+    async fn every_change_is_journaled_in_order_and_plain_reads_are_not() {
+        let store = Store::new(1 << 20);
+        let log = Arc::new(RecordingLog::default());
+        assert!(store.set_change_log(log.clone()));
+        let mut once = options(60);
+        once.max_reads = Some(2);
+        store.put(&key("s"), secret(b"v"), once).unwrap();
+        store.get(&key("s"), false).unwrap();
+        store.get(&key("s"), true).unwrap();
+        store.renew(&key("s"), Duration::from_secs(30)).unwrap();
+        store.get(&key("s"), true).unwrap();
+        store.put(&key("t"), secret(b"v"), options(60)).unwrap();
+        store.get(&key("t"), true).unwrap();
+        store.delete(&key("t")).unwrap();
+        let ttl = Duration::from_secs(60);
+        store.push(&key("l"), secret(b"1"), ttl).unwrap();
+        store.push(&key("l"), secret(b"2"), ttl).unwrap();
+        store.pop(&key("l"), End::Oldest).unwrap();
+        let seen = log.seen.lock().unwrap().clone();
+        let ops: Vec<_> = seen.iter().map(|(k, _, op)| format!("{k}:{op}")).collect();
+        assert_eq!(
+            ops,
+            [
+                "s:put", "s:read", "s:renew", "s:read", "t:put", "t:delete", "l:create", "l:push",
+                "l:pop"
+            ],
+            "HEAD and reads of secrets without max_reads are not changes"
+        );
+        assert!(
+            seen.windows(2).all(|pair| pair[0].1 < pair[1].1),
+            "sequence numbers increase: {seen:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_change_the_journal_refuses_is_not_made() {
+        let store = Store::new(1 << 20);
+        let log = Arc::new(RecordingLog::default());
+        store.set_change_log(log.clone());
+        store.put(&key("s"), secret(b"old"), options(60)).unwrap();
+        let mut once = options(60);
+        once.max_reads = Some(1);
+        store.put(&key("once"), secret(b"v"), once).unwrap();
+        store
+            .push(&key("l"), secret(b"1"), Duration::from_secs(60))
+            .unwrap();
+        let before = store.stats();
+        let meta = store.meta(&key("s")).unwrap();
+        log.refuse.store(true, Ordering::Relaxed);
+
+        let unavailable = |result: Result<(), StoreError>| {
+            assert!(
+                matches!(result, Err(StoreError::Unavailable(_))),
+                "{result:?}"
+            );
+        };
+        unavailable(store.put(&key("s"), secret(b"new"), options(60)).map(drop));
+        unavailable(store.put(&key("n"), secret(b"new"), options(60)).map(drop));
+        unavailable(store.renew(&key("s"), Duration::from_secs(5)).map(drop));
+        unavailable(store.delete(&key("s")).map(drop));
+        unavailable(store.get(&key("once"), true).map(drop));
+        unavailable(
+            store
+                .push(&key("l"), secret(b"2"), Duration::from_secs(60))
+                .map(drop),
+        );
+        unavailable(
+            store
+                .push(&key("m"), secret(b"2"), Duration::from_secs(60))
+                .map(drop),
+        );
+        unavailable(store.pop(&key("l"), End::Newest).map(drop));
+
+        assert_eq!(store.stats(), before, "budget and counts untouched");
+        let after = store.meta(&key("s")).unwrap();
+        assert_eq!(
+            (after.revision, after.version),
+            (meta.revision, meta.version)
+        );
+        let moved = after
+            .expires_at
+            .duration_since(meta.expires_at)
+            .or_else(|_| meta.expires_at.duration_since(after.expires_at))
+            .unwrap();
+        assert!(moved < Duration::from_secs(1), "the renewal was not made");
+        assert_eq!(store.get(&key("s"), false).unwrap().0.expose(), b"old");
+        assert_eq!(store.meta(&key("once")).unwrap().reads_left, Some(1));
+        assert_eq!(store.meta(&key("l")).unwrap().size, 1);
+        assert!(
+            store.get(&key("s"), false).is_ok(),
+            "plain reads still work"
+        );
+    }
+
+    #[tokio::test]
+    async fn export_and_import_keep_everything_but_the_expired() {
+        let store = Store::new(1 << 20);
+        let mut opts = options(600);
+        opts.max_reads = Some(3);
+        opts.content_type = Arc::from("text/plain");
+        store.put(&key("a"), secret(b"alpha"), opts).unwrap();
+        store.get(&key("a"), true).unwrap();
+        let ttl = Duration::from_secs(60);
+        store.push(&key("l"), secret(b"1"), ttl).unwrap();
+        store.push(&key("l"), secret(b"2"), ttl).unwrap();
+        let mut records = store.export();
+        records.sort_by(|a, b| a.key.cmp(&b.key));
+        assert_eq!(records.len(), 2);
+        let (a, l) = (
+            store.meta(&key("a")).unwrap(),
+            store.meta(&key("l")).unwrap(),
+        );
+        // One that expired while on disk.
+        records.push(Record {
+            key: key("gone"),
+            value: RecordValue::Secret(Arc::new(secret(b"x"))),
+            seq: 1,
+            revision: 1,
+            version: 1,
+            created_at: SystemTime::UNIX_EPOCH,
+            updated_at: SystemTime::UNIX_EPOCH,
+            expires_at: SystemTime::now() - Duration::from_secs(1),
+            reads_left: None,
+            content_type: Some(Arc::from("text/plain")),
+        });
+        let highest = records.iter().map(|r| r.seq).max().unwrap();
+
+        let restored = Store::new(1 << 20);
+        assert_eq!(restored.import(records).unwrap(), (2, 1));
+        assert_eq!(restored.stats().entries, 2);
+        assert_eq!(restored.stats().bytes, store.stats().bytes);
+        let close = |x: SystemTime, y: SystemTime| {
+            x.duration_since(y)
+                .or_else(|_| y.duration_since(x))
+                .unwrap()
+                < Duration::from_millis(50)
+        };
+        for before in [a, l] {
+            let after = restored.meta(&before.key).unwrap();
+            assert!(close(after.expires_at, before.expires_at));
+            assert_eq!(
+                Meta {
+                    expires_at: before.expires_at,
+                    ..after
+                },
+                before
+            );
+        }
+        assert_eq!(restored.get(&key("a"), true).unwrap().0.expose(), b"alpha");
+        assert_eq!(
+            restored.pop(&key("l"), End::Oldest).unwrap().0.expose(),
+            b"1"
+        );
+        let (meta, _) = restored
+            .put(&key("new"), secret(b"v"), options(60))
+            .unwrap();
+        assert!(
+            meta.revision > highest,
+            "new revisions sort after restored ones"
+        );
     }
 
     #[tokio::test]

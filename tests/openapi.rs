@@ -23,23 +23,23 @@ const RESERVED: [u16; 3] = [401, 403, 429];
 /// Route, method, and every status the code path of that operation can
 /// return (plus [`RESERVED`]). Read off `Api::dispatch` and the handlers.
 const OPERATIONS: &[(&str, &str, &[u16])] = &[
-    ("/v1/secrets/{key}", "get", &[200, 400, 404, 409]),
+    ("/v1/secrets/{key}", "get", &[200, 400, 404, 409, 503]),
     ("/v1/secrets/{key}", "head", &[200, 400, 404, 409]),
     (
         "/v1/secrets/{key}",
         "put",
-        &[200, 201, 400, 408, 409, 412, 413, 507],
+        &[200, 201, 400, 408, 409, 412, 413, 503, 507],
     ),
-    ("/v1/secrets/{key}", "patch", &[200, 400, 404, 408]),
-    ("/v1/secrets/{key}", "delete", &[204, 400, 404]),
+    ("/v1/secrets/{key}", "patch", &[200, 400, 404, 408, 503]),
+    ("/v1/secrets/{key}", "delete", &[204, 400, 404, 503]),
     ("/v1/secrets", "get", &[200, 400]),
     ("/v1/secrets", "head", &[200, 400]),
     (
         "/v1/lists/{key}/push",
         "post",
-        &[200, 201, 400, 408, 409, 413, 507],
+        &[200, 201, 400, 408, 409, 413, 503, 507],
     ),
-    ("/v1/lists/{key}/pop", "post", &[200, 400, 404, 409]),
+    ("/v1/lists/{key}/pop", "post", &[200, 400, 404, 409, 503]),
     ("/v1/selfcheck", "get", &[200, 400, 503]),
     ("/v1/selfcheck", "head", &[200, 400, 503]),
     ("/v1/openapi.json", "get", &[200, 400]),
@@ -164,7 +164,7 @@ const HTTP_METHODS: [&str; 8] = [
     "get", "put", "post", "delete", "options", "head", "patch", "trace",
 ];
 
-const KEY_PATTERN: &str = "^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$";
+const KEY_PATTERN: &str = r"^(?:[A-Za-z0-9_-][A-Za-z0-9._-]*|\.[A-Za-z0-9_-][A-Za-z0-9._-]*|\.\.[A-Za-z0-9._-]+)(?:/(?:[A-Za-z0-9_-][A-Za-z0-9._-]*|\.[A-Za-z0-9_-][A-Za-z0-9._-]*|\.\.[A-Za-z0-9._-]+))*$";
 
 fn doc() -> Value {
     serde_json::from_str(DOC).expect("src/openapi.json is JSON")

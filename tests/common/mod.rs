@@ -12,7 +12,7 @@ use tempfile::TempDir;
 use tmpvault::api::ApiSettings;
 use tmpvault::app::{self, Mode};
 use tmpvault::client::Client;
-use tmpvault::config::{ServeConfig, SnapshotSetting};
+use tmpvault::config::{ServeConfig, SnapshotOnError, SnapshotSetting};
 use tmpvault::harden::HardeningReport;
 use tmpvault::pki::{write_private, Authority, ClientName, Issued};
 use tmpvault::server::{Health, Limits};
@@ -109,6 +109,7 @@ pub fn test_config(pki: &Pki) -> ServeConfig {
         snapshot: SnapshotSetting::Off,
         snapshot_key_file: None,
         snapshot_interval: Duration::from_secs(30),
+        snapshot_on_error: SnapshotOnError::Refuse,
         strict: false,
         rate_limit: None,
         audit_log: None,
