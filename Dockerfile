@@ -10,8 +10,10 @@
 #
 #   scripts/static-build && docker build --target offline -t tmpvault .
 #       Offline and air-gapped: copies a static binary built on the host
-#       (--build-arg BINARY=path to use another) into scratch. Needs no
-#       registry and works with the classic builder. CI uses this path.
+#       into scratch (--build-arg BINARY=path for another one inside the
+#       build context; .dockerignore lets only the default path through).
+#       Needs no registry and works with the classic builder. CI uses this
+#       path.
 #
 # Why scratch and not distroless/static: tmpvault reads no /etc/passwd (the
 # user is numeric), no CA store (it trusts only the CA files it is given),
