@@ -83,11 +83,21 @@ impl Scenario {
 
     /// Median over rounds of `numerator[i].rate / denominator[i].rate`.
     fn ratio(numerator: &Column, denominator: &Column) -> Option<f64> {
+        Scenario::ratio_of(numerator, denominator, |round| Some(round.rate))
+    }
+
+    /// Median over rounds of `figure(numerator[i]) / figure(denominator[i])`.
+    fn ratio_of(
+        numerator: &Column,
+        denominator: &Column,
+        figure: impl Fn(&Throughput) -> Option<f64>,
+    ) -> Option<f64> {
         let pairs = numerator.rounds().iter().zip(denominator.rounds());
         median(
             pairs
-                .filter(|(_, below)| below.rate > 0.0)
-                .map(|(above, below)| above.rate / below.rate)
+                .filter_map(|(above, below)| Some((figure(above)?, figure(below)?)))
+                .filter(|(_, below)| *below > 0.0)
+                .map(|(above, below)| above / below)
                 .collect(),
         )
     }
@@ -515,6 +525,25 @@ impl Figures {
         info(
             "PUT, tmpvault / Redis-TLS SET",
             Scenario::ratio(&self.put.tmpvault, &self.put.redis),
+        );
+        // CPU per request barely depends on what else the machine runs, so
+        // these hold steadier than the rates.
+        let cpu = |round: &Throughput| round.cpu_us;
+        info(
+            "server CPU per GET, tmpvault / baseline",
+            Scenario::ratio_of(&self.get.tmpvault, &self.get.baseline, cpu),
+        );
+        info(
+            "server CPU per GET, tmpvault warn / baseline",
+            Scenario::ratio_of(&self.get.quiet, &self.get.baseline, cpu),
+        );
+        info(
+            "server CPU per PUT, tmpvault / baseline",
+            Scenario::ratio_of(&self.put.tmpvault, &self.put.baseline, cpu),
+        );
+        info(
+            "server CPU per PUT, tmpvault warn / baseline",
+            Scenario::ratio_of(&self.put.quiet, &self.put.baseline, cpu),
         );
         let _ = writeln!(out);
     }
