@@ -488,7 +488,9 @@ pub async fn first_ok(
         let addr = target.addr;
         let wait = deadline.into_std();
         let tcp = tokio::task::spawn_blocking(move || loop {
-            match std::net::TcpStream::connect(addr) {
+            // A full backlog drops SYNs and would leave a plain connect
+            // retrying for minutes.
+            match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
                 Ok(tcp) => return Some(tcp),
                 Err(_) if std::time::Instant::now() < wait && process::is_running(pid) => {
                     std::thread::sleep(Duration::from_micros(250));

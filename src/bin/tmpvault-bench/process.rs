@@ -22,6 +22,9 @@ use crate::failure::{Failure, Step};
 /// Pids of the children alive now, for the panic hook.
 static LIVE: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 
+/// How long a pipe may stay open after its child exited.
+const PIPE_GRACE: Duration = Duration::from_secs(2);
+
 /// How long a child gets to exit after SIGTERM before SIGKILL.
 const TERM_GRACE: Duration = Duration::from_secs(3);
 
@@ -261,12 +264,15 @@ pub async fn run_captured(
         })
     });
     let status = child.wait(timeout).await?;
+    // The pipes close when the child exits; a grandchild holding one open
+    // must not hold us, so the joins are bounded too.
     if let Some(writer) = writer {
-        let _ = writer.join();
+        join_within(writer, PIPE_GRACE).await;
     }
-    let output = reader
-        .and_then(|reader| reader.join().ok())
-        .unwrap_or_default();
+    let output = match reader {
+        Some(reader) => join_within(reader, PIPE_GRACE).await.unwrap_or_default(),
+        None => String::new(),
+    };
     if status.success() {
         Ok(output)
     } else {
@@ -275,4 +281,17 @@ pub async fn run_captured(
             format!("{status}; output: {}", output.trim()),
         ))
     }
+}
+
+/// The thread's result if it finishes within `timeout`; otherwise it is
+/// left to finish on its own (detached) and `None` is returned.
+async fn join_within<T>(thread: std::thread::JoinHandle<T>, timeout: Duration) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    while !thread.is_finished() {
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    thread.join().ok()
 }
