@@ -289,16 +289,22 @@ fn cpu_now(pid: Option<u32>) -> Result<Option<Duration>, Failure> {
 }
 
 /// Waits for every task, bounded by `limit`; a task that panicked or is
-/// still running past `limit` fails the run.
+/// still running past `limit` fails the run, and then every task still
+/// running is aborted.
 async fn join_all<T>(tasks: Vec<JoinHandle<T>>, limit: Duration) -> Result<Vec<T>, Failure> {
     let deadline = Instant::now() + limit;
+    let aborts: Vec<_> = tasks.iter().map(JoinHandle::abort_handle).collect();
+    let abort_all = || aborts.iter().for_each(tokio::task::AbortHandle::abort);
     let mut results = Vec::with_capacity(tasks.len());
     for task in tasks {
-        let abort = task.abort_handle();
         match tokio::time::timeout_at(deadline, task).await {
-            Ok(result) => results.push(result.step(|| "a load task failed".into())?),
+            Ok(Ok(result)) => results.push(result),
+            Ok(Err(error)) => {
+                abort_all();
+                return Err(Failure::new("a load task failed", error.to_string()));
+            }
             Err(_) => {
-                abort.abort();
+                abort_all();
                 return Err(Failure::new(
                     "waiting for the load tasks",
                     format!("still running {limit:?} after the start"),
