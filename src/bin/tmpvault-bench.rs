@@ -15,8 +15,9 @@
 //!
 //! - `failure`: the one error type, naming the step that failed.
 //! - `workdir`: the private directory under `/dev/shm` and the certificates.
-//! - `process`: child processes under a kill-on-drop guard (and a panic
-//!   hook, since release builds abort on panic), bounded waits, `/proc`.
+//! - `process`: child processes under a kill-on-drop guard (and killed by
+//!   the panic hook too, since release builds abort on panic), bounded
+//!   waits, `/proc`.
 //! - `baseline`: the hidden `baseline` subcommand, the bare server.
 //! - `load`: the in-repo load generator (hyper client + rustls, HDR
 //!   histograms), the first-200 poller and the plain-HTTP `/metrics` reader.
@@ -151,6 +152,18 @@ fn bench(settings: &Settings) -> Result<report::Figures, Failure> {
     })
 }
 
+/// Installs a panic hook that stops every child and removes the private
+/// directory (release builds abort on panic, so no guard's `Drop` runs),
+/// then runs the default hook, which prints the message.
+fn clean_up_on_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        process::kill_all();
+        workdir::remove_all();
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Hidden::Baseline(args)) = &cli.command {
@@ -162,7 +175,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    process::kill_children_on_panic();
+    clean_up_on_panic();
     let started = Instant::now();
     let outcome = cli.settings().and_then(|settings| bench(&settings));
     match outcome {

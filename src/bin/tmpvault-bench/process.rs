@@ -4,8 +4,8 @@
 //!
 //! The release profile aborts on panic, so `Drop` alone would not stop the
 //! children of a panicking run: every live child's pid is also kept in a
-//! registry that a panic hook (installed by [`kill_children_on_panic`]) sends
-//! SIGKILL to before the process aborts.
+//! registry, and the panic hook (installed in `main`) sends SIGKILL to each
+//! through [`kill_all`] before the process aborts.
 
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -32,19 +32,15 @@ const TERM_GRACE: Duration = Duration::from_secs(3);
 /// fixes at 100 per second on every architecture we run on.
 const TICKS_PER_SECOND: u64 = 100;
 
-/// Installs a panic hook that kills every registered child, then runs the
-/// default hook (which prints the message).
-pub fn kill_children_on_panic() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        // `try_lock`: the panic may have happened while the lock was held.
-        if let Ok(live) = LIVE.try_lock() {
-            for pid in live.iter() {
-                let _ = kill(pid_of(*pid), Signal::SIGKILL);
-            }
+/// SIGKILLs every child still registered: for the panic hook, which runs
+/// before a release build aborts and so before any `Drop`.
+pub fn kill_all() {
+    // `try_lock`: the panic may have happened while the lock was held.
+    if let Ok(live) = LIVE.try_lock() {
+        for pid in live.iter() {
+            let _ = kill(pid_of(*pid), Signal::SIGKILL);
         }
-        default(info);
-    }));
+    }
 }
 
 fn pid_of(pid: u32) -> Pid {

@@ -2,16 +2,37 @@
 //!
 //! `/dev/shm` is a tmpfs, as `tmpvault serve` requires of its scratch
 //! directory, and private keys written there never reach a disk. The
-//! directory (mode 0700) is removed when [`Workdir`] is dropped.
+//! directory (mode 0700) is removed when [`Workdir`] is dropped, or by
+//! [`remove_all`] from the panic hook (release builds abort on panic, so
+//! no `Drop` runs then).
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
 
 use tmpvault::pki::{ClientName, DevPki};
 use tmpvault::tls::{ClientTlsFiles, ServerTlsFiles};
 
 use crate::failure::{Failure, Step};
+
+/// The directories of live workdirs, for [`remove_all`].
+static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn live() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    LIVE.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Removes every live workdir: for the panic hook.
+pub fn remove_all() {
+    // `try_lock`: the panic may have happened while the lock was held.
+    if let Ok(live) = LIVE.try_lock() {
+        for path in live.iter() {
+            let _ = std::fs::remove_dir_all(path);
+        }
+    }
+}
 
 /// A private directory holding the CA, server and client certificates that
 /// every server in the run (tmpvault, the baseline, Redis) and every client
@@ -44,8 +65,10 @@ impl Workdir {
         let cleanup = Removal(path);
         let pki = DevPki::generate(&cleanup.0, &ClientName::CommonName("tmpvault-bench".into()))
             .step(|| format!("generating certificates in {}", cleanup.0.display()))?;
+        let path = cleanup.disarm();
+        live().push(path.clone());
         Ok(Workdir {
-            path: cleanup.disarm(),
+            path,
             pki,
             next_subdir: AtomicU32::new(0),
         })
@@ -90,6 +113,7 @@ impl Workdir {
 impl Drop for Workdir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);
+        live().retain(|path| *path != self.path);
     }
 }
 
