@@ -1,0 +1,566 @@
+//! The load generator: hyper's HTTP/1.1 client over rustls with the client
+//! certificate, used for tmpvault and the baseline alike (`oha` is used
+//! instead when it is on `PATH`; see [`crate::oha`]).
+//!
+//! - [`keep_alive`]: N keep-alive connections, each sending one request at a
+//!   time in a loop, for a fixed time or until a shared count of requests is
+//!   used up; every latency goes into an HDR histogram.
+//! - [`new_connections`]: N loops that each open a new TCP + TLS 1.3
+//!   connection (full handshake with the client certificate, no session
+//!   resumption), send one GET with `Connection: close`, and wait for the
+//!   close.
+//! - [`first_ok`]: polls a just-started server until it answers 200.
+//! - [`plain_get`]: one plain-HTTP GET, for the ops listener's `/metrics`.
+//!
+//! Connections are set up before the clock starts, so keep-alive figures
+//! hold no handshakes; the server's CPU time is read over the same window.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::header::{CONNECTION, HOST};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
+use tmpvault::tls::ClientTlsFiles;
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_rustls::TlsConnector;
+
+use crate::failure::{Failure, Step};
+use crate::process;
+
+/// Longest wait for one connection's setup or one request's answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Latencies above this are recorded as this (the histogram's top).
+const MAX_LATENCY_US: u64 = 60_000_000;
+
+/// A TLS server to load: its address and how to connect to it.
+#[derive(Clone)]
+pub struct Target {
+    addr: SocketAddr,
+    connector: TlsConnector,
+}
+
+/// A request body for every request, built per request from its slot.
+pub type MakeRequest = Arc<dyn Fn(Slot) -> Request<Full<Bytes>> + Send + Sync>;
+
+/// Which request this is: the connection sending it and a run-wide index.
+#[derive(Clone, Copy, Debug)]
+pub struct Slot {
+    /// 0..connections.
+    pub connection: usize,
+    /// 0.. across the whole run.
+    pub index: u64,
+}
+
+/// When a keep-alive run ends.
+#[derive(Clone, Copy, Debug)]
+pub enum Stop {
+    /// After this long (requests in flight then still complete).
+    After(Duration),
+    /// Once this many requests have been sent, across all connections.
+    Total(u64),
+}
+
+/// What a keep-alive run sends and checks.
+#[derive(Clone)]
+pub struct Load {
+    /// Concurrent connections, each with one request in flight.
+    pub connections: usize,
+    /// When to stop.
+    pub stop: Stop,
+    /// The request for each slot.
+    pub request: MakeRequest,
+    /// The body length a successful answer must have, if checked.
+    pub body_len: Option<usize>,
+    /// Keep each successful request's send and answer times.
+    pub record_times: bool,
+}
+
+/// The figures of one run.
+pub struct Outcome {
+    /// Successful requests (2xx, and the right body length when checked).
+    pub requests: u64,
+    /// Failed requests: other statuses, wrong bodies, transport errors.
+    pub errors: u64,
+    /// The first failure, to show when `errors` is not zero.
+    pub first_error: Option<String>,
+    /// From the start of the clock to the end of the last request.
+    pub elapsed: Duration,
+    /// Latency of each successful request, in microseconds.
+    pub latency: Histogram<u64>,
+    /// CPU time the server used over `elapsed`, when its pid was given.
+    pub server_cpu: Option<Duration>,
+    /// (sent, answered) of each successful request, with `record_times`.
+    pub times: Vec<(Instant, Instant)>,
+}
+
+impl Outcome {
+    /// Successful requests per second.
+    pub fn rate(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// A latency percentile in microseconds.
+    pub fn percentile_us(&self, percentile: f64) -> f64 {
+        self.latency.value_at_quantile(percentile / 100.0) as f64
+    }
+
+    /// Server CPU microseconds per successful request.
+    pub fn cpu_us_per_request(&self) -> Option<f64> {
+        let cpu = self.server_cpu?;
+        (self.requests > 0).then(|| cpu.as_secs_f64() * 1e6 / self.requests as f64)
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    // Fixed, valid bounds: construction cannot fail.
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).unwrap_or_else(|_| unreachable!())
+}
+
+fn record(histogram: &mut Histogram<u64>, latency: Duration) {
+    let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+    histogram.saturating_record(micros.clamp(1, MAX_LATENCY_US));
+}
+
+impl Target {
+    /// A target at `addr` whose certificate the CA in `files` signed, reached
+    /// with the client certificate in `files`: tmpvault's own client TLS
+    /// settings (ring, TLS 1.3), ALPN `http/1.1`, and no session resumption
+    /// so that every new connection is a full mTLS handshake.
+    pub fn new(addr: SocketAddr, files: &ClientTlsFiles) -> Result<Target, Failure> {
+        let mut config = tmpvault::tls::client_config(files)
+            .step(|| "building the load generator's TLS client configuration".into())?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.resumption = rustls::client::Resumption::disabled();
+        Ok(Target {
+            addr,
+            connector: TlsConnector::from(Arc::new(config)),
+        })
+    }
+
+    /// The address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Opens one connection: TCP, TLS handshake, HTTP/1.1 handshake. The
+    /// connection is driven by a spawned task, which ends when it closes.
+    pub async fn connect(&self) -> Result<(SendRequest<Full<Bytes>>, JoinHandle<()>), Failure> {
+        let step = || format!("connecting to {}", self.addr);
+        let setup = async {
+            let tcp = TcpStream::connect(self.addr).await.step(step)?;
+            tcp.set_nodelay(true).step(step)?;
+            self.handshake(tcp).await
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, setup)
+            .await
+            .step(step)?
+    }
+
+    async fn handshake(
+        &self,
+        tcp: TcpStream,
+    ) -> Result<(SendRequest<Full<Bytes>>, JoinHandle<()>), Failure> {
+        let step = || format!("TLS and HTTP/1.1 handshake with {}", self.addr);
+        let name = ServerName::IpAddress(self.addr.ip().into());
+        let tls = self.connector.connect(name, tcp).await.step(step)?;
+        let (sender, connection) = http1::handshake(TokioIo::new(tls)).await.step(step)?;
+        let driver = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok((sender, driver))
+    }
+}
+
+/// A request with the headers every request carries.
+pub fn request(method: Method, path: &str, body: Bytes) -> Request<Full<Bytes>> {
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header(HOST, "127.0.0.1")
+        .body(Full::new(body))
+        .unwrap_or_else(|_| unreachable!("method, path and headers are valid"))
+}
+
+/// Sends one request and reads the whole answer.
+async fn exchange(
+    sender: &mut SendRequest<Full<Bytes>>,
+    request: Request<Full<Bytes>>,
+) -> Result<(StatusCode, Bytes), String> {
+    let answer = async {
+        sender.ready().await.map_err(|error| error.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|error| error.to_string())?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|error| error.to_string())?
+            .to_bytes();
+        Ok((status, body))
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, answer)
+        .await
+        .map_err(|_| format!("no answer within {REQUEST_TIMEOUT:?}"))?
+}
+
+/// Checks an answer; `None` when it counts as a success.
+fn judge(status: StatusCode, body: &Bytes, body_len: Option<usize>) -> Option<String> {
+    if !status.is_success() {
+        let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+        return Some(format!("status {status}: {text}"));
+    }
+    match body_len {
+        Some(expected) if body.len() != expected => Some(format!(
+            "status {status} with a {} byte body, expected {expected}",
+            body.len()
+        )),
+        _ => None,
+    }
+}
+
+/// What one connection's loop brings back.
+struct Tally {
+    requests: u64,
+    errors: u64,
+    first_error: Option<String>,
+    latency: Histogram<u64>,
+    times: Vec<(Instant, Instant)>,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            requests: 0,
+            errors: 0,
+            first_error: None,
+            latency: histogram(),
+            times: Vec::new(),
+        }
+    }
+
+    fn error(&mut self, message: String) {
+        self.errors += 1;
+        self.first_error.get_or_insert(message);
+    }
+}
+
+/// Sums the tallies of every connection into an outcome.
+fn merge(tallies: Vec<Tally>, elapsed: Duration) -> Result<Outcome, Failure> {
+    let mut outcome = Outcome {
+        requests: 0,
+        errors: 0,
+        first_error: None,
+        elapsed,
+        latency: histogram(),
+        server_cpu: None,
+        times: Vec::new(),
+    };
+    for tally in tallies {
+        outcome.requests += tally.requests;
+        outcome.errors += tally.errors;
+        if outcome.first_error.is_none() {
+            outcome.first_error = tally.first_error;
+        }
+        outcome
+            .latency
+            .add(&tally.latency)
+            .step(|| "merging latency histograms".into())?;
+        outcome.times.extend(tally.times);
+    }
+    Ok(outcome)
+}
+
+/// CPU time of `pid` now, if a pid was given.
+fn cpu_now(pid: Option<u32>) -> Result<Option<Duration>, Failure> {
+    pid.map(process::cpu_time).transpose()
+}
+
+/// Waits for every task, bounded by `limit`; a task that panicked or is
+/// still running past `limit` fails the run, and then every task still
+/// running is aborted.
+async fn join_all<T>(tasks: Vec<JoinHandle<T>>, limit: Duration) -> Result<Vec<T>, Failure> {
+    let deadline = Instant::now() + limit;
+    let aborts: Vec<_> = tasks.iter().map(JoinHandle::abort_handle).collect();
+    let abort_all = || aborts.iter().for_each(tokio::task::AbortHandle::abort);
+    let mut results = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        match tokio::time::timeout_at(deadline, task).await {
+            Ok(Ok(result)) => results.push(result),
+            Ok(Err(error)) => {
+                abort_all();
+                return Err(Failure::new("a load task failed", error.to_string()));
+            }
+            Err(_) => {
+                abort_all();
+                return Err(Failure::new(
+                    "waiting for the load tasks",
+                    format!("still running {limit:?} after the start"),
+                ));
+            }
+        }
+    }
+    Ok(results)
+}
+
+/// Runs `load` against `target`, reading the CPU time of `server_pid` over
+/// the measured window.
+pub async fn keep_alive(
+    target: &Target,
+    load: &Load,
+    server_pid: Option<u32>,
+) -> Result<Outcome, Failure> {
+    // Set every connection up first, so the measured window has no
+    // handshakes in it.
+    let mut setups = Vec::with_capacity(load.connections);
+    for _ in 0..load.connections {
+        let target = target.clone();
+        setups.push(tokio::spawn(async move { target.connect().await }));
+    }
+    let mut connections = Vec::with_capacity(load.connections);
+    for setup in join_all(setups, REQUEST_TIMEOUT * 2).await? {
+        connections.push(setup?);
+    }
+
+    let next = Arc::new(AtomicU64::new(0));
+    let cpu_before = cpu_now(server_pid)?;
+    let start = Instant::now();
+    let (deadline, total) = match load.stop {
+        Stop::After(duration) => (Some(start + duration), u64::MAX),
+        Stop::Total(total) => (None, total),
+    };
+    let mut tasks = Vec::with_capacity(connections.len());
+    for (connection, (sender, driver)) in connections.into_iter().enumerate() {
+        let target = target.clone();
+        let load = load.clone();
+        let next = Arc::clone(&next);
+        tasks.push(tokio::spawn(async move {
+            let mut sender = sender;
+            let mut driver = driver;
+            let mut tally = Tally::new();
+            loop {
+                if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                    break;
+                }
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                if index >= total {
+                    break;
+                }
+                let request = (load.request)(Slot { connection, index });
+                let sent = Instant::now();
+                match exchange(&mut sender, request).await {
+                    Ok((status, body)) => {
+                        let answered = Instant::now();
+                        match judge(status, &body, load.body_len) {
+                            None => {
+                                tally.requests += 1;
+                                record(&mut tally.latency, answered - sent);
+                                if load.record_times {
+                                    tally.times.push((sent, answered));
+                                }
+                            }
+                            Some(error) => tally.error(error),
+                        }
+                    }
+                    Err(error) => {
+                        // The connection is broken: count it and open a new
+                        // one, or give up on this connection's share.
+                        tally.error(error);
+                        driver.abort();
+                        match target.connect().await {
+                            Ok((new_sender, new_driver)) => {
+                                sender = new_sender;
+                                driver = new_driver;
+                            }
+                            Err(error) => {
+                                tally.error(error.to_string());
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            // Closing the sender ends the connection; the driver task exits.
+            drop(sender);
+            let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
+            tally
+        }));
+    }
+    let limit = match load.stop {
+        Stop::After(duration) => duration + REQUEST_TIMEOUT * 2,
+        // A count-bounded run gets a generous but finite time.
+        Stop::Total(total) => Duration::from_secs(60) + Duration::from_millis(total / 2),
+    };
+    let tallies = join_all(tasks, limit).await?;
+    let elapsed = start.elapsed();
+    let cpu_after = cpu_now(server_pid)?;
+    let mut outcome = merge(tallies, elapsed)?;
+    outcome.server_cpu = cpu_before
+        .zip(cpu_after)
+        .map(|(before, after)| after.saturating_sub(before));
+    Ok(outcome)
+}
+
+/// `concurrency` loops, each opening a new connection per GET of `path`,
+/// for `duration`. Latency is from TCP connect to the end of the answer.
+pub async fn new_connections(
+    target: &Target,
+    concurrency: usize,
+    duration: Duration,
+    path: &str,
+    server_pid: Option<u32>,
+) -> Result<Outcome, Failure> {
+    let cpu_before = cpu_now(server_pid)?;
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        let target = target.clone();
+        let path = path.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut tally = Tally::new();
+            while Instant::now() < deadline {
+                let started = Instant::now();
+                let (mut sender, driver) = match target.connect().await {
+                    Ok(connection) => connection,
+                    Err(error) => {
+                        tally.error(error.to_string());
+                        // Do not spin on a server that refuses.
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        continue;
+                    }
+                };
+                let mut get = request(Method::GET, &path, Bytes::new());
+                get.headers_mut()
+                    .insert(CONNECTION, hyper::header::HeaderValue::from_static("close"));
+                let answer = exchange(&mut sender, get).await;
+                let latency = started.elapsed();
+                drop(sender);
+                // The server closes after answering; wait for it so that
+                // the next connection does not overlap this one.
+                let _ = tokio::time::timeout(REQUEST_TIMEOUT, driver).await;
+                match answer {
+                    Ok((status, body)) => match judge(status, &body, None) {
+                        None => {
+                            tally.requests += 1;
+                            record(&mut tally.latency, latency);
+                        }
+                        Some(error) => tally.error(error),
+                    },
+                    Err(error) => tally.error(error),
+                }
+            }
+            tally
+        }));
+    }
+    let tallies = join_all(tasks, duration + REQUEST_TIMEOUT * 3).await?;
+    let elapsed = start.elapsed();
+    let cpu_after = cpu_now(server_pid)?;
+    let mut outcome = merge(tallies, elapsed)?;
+    outcome.server_cpu = cpu_before
+        .zip(cpu_after)
+        .map(|(before, after)| after.saturating_sub(before));
+    Ok(outcome)
+}
+
+/// Polls a just-started server until a GET of `path` answers 200, at most
+/// `timeout`; fails early if the process `pid` exits. Returns the instant
+/// the 200 arrived.
+///
+/// Connection attempts are made from a blocking thread with a 250 µs pause
+/// between refusals: tokio's timer has a 1 ms resolution, too coarse for a
+/// start that takes a few milliseconds.
+pub async fn first_ok(
+    target: &Target,
+    path: &str,
+    pid: u32,
+    timeout: Duration,
+) -> Result<Instant, Failure> {
+    let deadline = Instant::now() + timeout;
+    let step = || format!("waiting for the first 200 from {}", target.addr);
+    loop {
+        let addr = target.addr;
+        let wait = deadline.into_std();
+        let tcp = tokio::task::spawn_blocking(move || loop {
+            // A full backlog drops SYNs and would leave a plain connect
+            // retrying for minutes.
+            match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
+                Ok(tcp) => return Some(tcp),
+                Err(_) if std::time::Instant::now() < wait && process::is_running(pid) => {
+                    std::thread::sleep(Duration::from_micros(250));
+                }
+                Err(_) => return None,
+            }
+        })
+        .await
+        .step(step)?;
+        let Some(tcp) = tcp else {
+            return Err(if process::is_running(pid) {
+                Failure::new(step(), format!("nothing listening after {timeout:?}"))
+            } else {
+                Failure::new(step(), "the process exited before answering")
+            });
+        };
+        let attempt = async {
+            tcp.set_nonblocking(true).step(step)?;
+            tcp.set_nodelay(true).step(step)?;
+            let tcp = TcpStream::from_std(tcp).step(step)?;
+            let (mut sender, driver) = target.handshake(tcp).await?;
+            let answer = exchange(&mut sender, request(Method::GET, path, Bytes::new())).await;
+            let answered = Instant::now();
+            drop(sender);
+            driver.abort();
+            match answer {
+                Ok((status, _)) if status == StatusCode::OK => Ok(answered),
+                Ok((status, _)) => Err(Failure::new(step(), format!("answered {status}"))),
+                Err(error) => Err(Failure::new(step(), error)),
+            }
+        };
+        match tokio::time::timeout_at(deadline, attempt).await {
+            Ok(Ok(answered)) => return Ok(answered),
+            // Listening but not yet serving, or not yet ready: try again.
+            Ok(Err(_)) if Instant::now() < deadline && process::is_running(pid) => {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Ok(Err(error)) => return Err(error),
+            Err(_) => return Err(Failure::new(step(), format!("no 200 within {timeout:?}"))),
+        }
+    }
+}
+
+/// GETs `http://{addr}{path}` on a new plain-HTTP connection (the ops
+/// listener has no TLS and closes after each answer); the body as text when
+/// the answer is 200.
+pub async fn plain_get(addr: SocketAddr, path: &str) -> Result<String, Failure> {
+    let step = || format!("GET http://{addr}{path}");
+    let setup = async {
+        let tcp = TcpStream::connect(addr).await.step(step)?;
+        tcp.set_nodelay(true).step(step)?;
+        http1::handshake(TokioIo::new(tcp)).await.step(step)
+    };
+    let (mut sender, connection) = tokio::time::timeout(REQUEST_TIMEOUT, setup)
+        .await
+        .step(step)??;
+    let driver = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let answer = exchange(&mut sender, request(Method::GET, path, Bytes::new())).await;
+    driver.abort();
+    let (status, body) = answer.map_err(|error| Failure::new(step(), error))?;
+    if status != StatusCode::OK {
+        return Err(Failure::new(step(), format!("answered {status}")));
+    }
+    String::from_utf8(body.to_vec()).step(step)
+}
