@@ -249,6 +249,15 @@ fn meta_response(status: StatusCode, meta: &Meta) -> Response<ResponseBody> {
     response
 }
 
+/// 201 for a write that created the key, 200 for one that replaced it.
+fn created_or_ok(created: bool) -> StatusCode {
+    if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    }
+}
+
 /// Headers a secret's GET and HEAD share.
 fn secret_headers(headers: &mut HeaderMap, meta: &Meta) {
     let content_type = meta
@@ -571,11 +580,43 @@ impl Api {
         }
     }
 
+    /// Reads a secret or list item body (at most `--max-value-bytes`) and
+    /// notes its size for the audit line.
+    async fn read_value<B>(
+        &self,
+        body: B,
+        headers: &HeaderMap,
+        audit: &mut AuditInfo,
+    ) -> Result<SecretBytes, ApiError>
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: std::fmt::Display,
+    {
+        let settings = &self.settings;
+        let value = read_body(
+            body,
+            headers,
+            settings.max_value_bytes,
+            settings.body_read_timeout,
+        )
+        .await?;
+        audit.bytes_in = value.len() as u64;
+        Ok(SecretBytes::new(value))
+    }
+
+    /// The `ttl` query parameter: the default when absent, else parsed and
+    /// bounded.
     fn ttl(&self, raw: Option<&str>) -> Result<Duration, ApiError> {
-        let Some(raw) = raw else {
-            return Ok(self.settings.default_ttl);
-        };
-        let ttl = parse_duration(raw).map_err(|error| ApiError::InvalidTtl(error.to_string()))?;
+        match raw {
+            None => Ok(self.settings.default_ttl),
+            Some(raw) => self.bounded_ttl(
+                parse_duration(raw).map_err(|error| ApiError::InvalidTtl(error.to_string()))?,
+            ),
+        }
+    }
+
+    /// Refuses a zero TTL and one over `--max-ttl`.
+    fn bounded_ttl(&self, ttl: Duration) -> Result<Duration, ApiError> {
         if ttl.is_zero() {
             return Err(ApiError::InvalidTtl(
                 "the ttl must be greater than zero".into(),
@@ -649,21 +690,9 @@ impl Api {
             content_type: content_type(headers)?,
             precondition: precondition(headers)?,
         };
-        let value = read_body(
-            body,
-            headers,
-            self.settings.max_value_bytes,
-            self.settings.body_read_timeout,
-        )
-        .await?;
-        who.audit.bytes_in = value.len() as u64;
-        let (meta, created) = self.store.put(&key, SecretBytes::new(value), options)?;
-        let status = if created {
-            StatusCode::CREATED
-        } else {
-            StatusCode::OK
-        };
-        let mut response = meta_response(status, &meta);
+        let value = self.read_value(body, headers, who.audit).await?;
+        let (meta, created) = self.store.put(&key, value, options)?;
+        let mut response = meta_response(created_or_ok(created), &meta);
         if created {
             if let Ok(location) = HeaderValue::from_str(&format!("/v1/secrets/{key}")) {
                 response.headers_mut().insert(LOCATION, location);
@@ -707,7 +736,7 @@ impl Api {
             ))
         })?;
         let ttl = match renew.ttl {
-            TtlValue::Seconds(seconds) => self.ttl(Some(&seconds.to_string()))?,
+            TtlValue::Seconds(seconds) => self.bounded_ttl(Duration::from_secs(seconds))?,
             TtlValue::Text(text) => self.ttl(Some(&text))?,
         };
         let meta = self.store.renew(&key, ttl)?;
@@ -780,21 +809,9 @@ impl Api {
         self.authorize(who.identity, &key, Operation::Write, who.audit)?;
         let query = Query::parse(query, &["ttl"])?;
         let ttl = self.ttl(query.get("ttl"))?;
-        let item = read_body(
-            body,
-            headers,
-            self.settings.max_value_bytes,
-            self.settings.body_read_timeout,
-        )
-        .await?;
-        who.audit.bytes_in = item.len() as u64;
-        let (meta, created) = self.store.push(&key, SecretBytes::new(item), ttl)?;
-        let status = if created {
-            StatusCode::CREATED
-        } else {
-            StatusCode::OK
-        };
-        Ok(meta_response(status, &meta))
+        let item = self.read_value(body, headers, who.audit).await?;
+        let (meta, created) = self.store.push(&key, item, ttl)?;
+        Ok(meta_response(created_or_ok(created), &meta))
     }
 
     fn pop(

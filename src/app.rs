@@ -246,7 +246,7 @@ impl Running {
     ///
     /// The ops listener outlives the drain, so `/readyz` answers 503 while
     /// in-flight requests finish.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let ops_task = self.ops.map(|(listener, ops)| {
             tracing::info!(listen = ?self.ops_addr, "ops listener serving /healthz, /readyz, /metrics");
             tokio::spawn(crate::ops::serve(listener, ops))
@@ -259,6 +259,5 @@ impl Running {
         for task in ops_task.into_iter().chain(reload_task) {
             task.abort();
         }
-        Ok(())
     }
 }

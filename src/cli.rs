@@ -53,6 +53,13 @@ enum Command {
     Healthcheck(HealthcheckArgs),
     /// Make a new snapshot key: to FILE (mode 0600, never overwritten) or as base64 on stdout.
     Keygen(KeygenArgs),
+    #[command(flatten)]
+    Client(ClientCommand),
+}
+
+/// The client commands, which talk to a running server.
+#[derive(Debug, Subcommand)]
+enum ClientCommand {
     /// Store a secret from FILE or stdin.
     Put(PutArgs),
     /// Print a secret's raw bytes to stdout.
@@ -448,7 +455,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Serve(_) | Command::Dev(_) | Command::Selfcheck(_) | Command::Keygen(_) => {
             harden_process()
         }
-        _ => HardeningReport::not_run(),
+        Command::Healthcheck(_) | Command::Client(_) => HardeningReport::not_run(),
     };
     match cli.command {
         Command::Selfcheck(args) => Ok(selfcheck_command(&args, &hardening)),
@@ -482,10 +489,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 let running = crate::app::start(&config, crate::app::Mode::Serve, hardening)
                     .await
                     .map_err(|error| error.to_string())?;
-                running
-                    .run(crate::server::shutdown_signal())
-                    .await
-                    .map_err(|error| error.to_string())
+                running.run(crate::server::shutdown_signal()).await;
+                Ok::<(), String>(())
             })?;
             Ok(ExitCode::SUCCESS)
         }
@@ -497,11 +502,11 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 .map_err(|error| error.to_string())?;
             Ok(ExitCode::SUCCESS)
         }
-        command => runtime()?.block_on(client_command(command)),
+        Command::Client(command) => runtime()?.block_on(client_command(command)),
     }
 }
 
-async fn client_command(command: Command) -> Result<ExitCode, String> {
+async fn client_command(command: ClientCommand) -> Result<ExitCode, String> {
     let stdout = |bytes: &[u8]| {
         let mut out = std::io::stdout().lock();
         out.write_all(bytes)
@@ -514,7 +519,7 @@ async fn client_command(command: Command) -> Result<ExitCode, String> {
     };
     let problem = |error: ClientError| error.to_string();
     match command {
-        Command::Put(args) => {
+        ClientCommand::Put(args) => {
             let value = read_value(args.file.as_ref())?;
             let options = PutOptions {
                 ttl: args.ttl.as_deref(),
@@ -528,7 +533,7 @@ async fn client_command(command: Command) -> Result<ExitCode, String> {
                 .map_err(problem)?;
             print_json(&meta)?;
         }
-        Command::Get(args) => {
+        ClientCommand::Get(args) => {
             let value = args
                 .client
                 .client()
@@ -538,7 +543,7 @@ async fn client_command(command: Command) -> Result<ExitCode, String> {
                 .map_err(problem)?;
             stdout(&value)?;
         }
-        Command::Rm(args) => {
+        ClientCommand::Rm(args) => {
             args.client
                 .client()
                 .map_err(problem)?
@@ -546,7 +551,7 @@ async fn client_command(command: Command) -> Result<ExitCode, String> {
                 .await
                 .map_err(problem)?;
         }
-        Command::Ls(args) => {
+        ClientCommand::Ls(args) => {
             let client = args.client.client().map_err(problem)?;
             let mut after: Option<String> = None;
             loop {
@@ -575,11 +580,11 @@ async fn client_command(command: Command) -> Result<ExitCode, String> {
                 }
             }
         }
-        Command::Renew(args) => {
+        ClientCommand::Renew(args) => {
             let client = args.client.client().map_err(problem)?;
             print_json(&client.renew(&args.key, &args.ttl).await.map_err(problem)?)?;
         }
-        Command::Push(args) => {
+        ClientCommand::Push(args) => {
             let item = read_value(args.file.as_ref())?;
             let client = args.client.client().map_err(problem)?;
             let meta = client
@@ -588,15 +593,10 @@ async fn client_command(command: Command) -> Result<ExitCode, String> {
                 .map_err(problem)?;
             print_json(&meta)?;
         }
-        Command::Pop(args) => {
+        ClientCommand::Pop(args) => {
             let client = args.client.client().map_err(problem)?;
             stdout(&client.pop(&args.key, args.oldest).await.map_err(problem)?)?;
         }
-        Command::Serve(_)
-        | Command::Dev(_)
-        | Command::Selfcheck(_)
-        | Command::Healthcheck(_)
-        | Command::Keygen(_) => return Err("not a client command".into()),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -192,9 +192,9 @@ impl Client {
         })
     }
 
-    fn json(response: &RawResponse) -> Result<serde_json::Value, ClientError> {
+    fn json(&self, response: &RawResponse) -> Result<serde_json::Value, ClientError> {
         serde_json::from_slice(&response.body).map_err(|error| ClientError::Transport {
-            addr: String::new(),
+            addr: self.base.clone(),
             reason: format!("the server answered with invalid JSON: {error}"),
         })
     }
@@ -222,7 +222,7 @@ impl Client {
                 value,
             )
             .await?;
-        Client::json(&response)
+        self.json(&response)
     }
 
     /// Reads a secret's bytes.
@@ -266,7 +266,7 @@ impl Client {
             ])
         );
         let response = self.call(Method::GET, &path, &[], Bytes::new()).await?;
-        Client::json(&response)
+        self.json(&response)
     }
 
     /// Sets a new TTL.
@@ -280,7 +280,7 @@ impl Client {
                 Bytes::from(body),
             )
             .await?;
-        Client::json(&response)
+        self.json(&response)
     }
 
     /// Appends an item to a list (created with `ttl` if absent).
@@ -295,7 +295,7 @@ impl Client {
             query(&[("ttl", ttl.map(str::to_owned))])
         );
         let response = self.call(Method::POST, &path, &[], item).await?;
-        Client::json(&response)
+        self.json(&response)
     }
 
     /// Removes and returns an item of a list (the newest, or the oldest).

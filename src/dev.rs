@@ -42,7 +42,7 @@ pub enum DevError {
 /// The identity of the generated client certificate.
 pub const DEV_CLIENT: &str = "dev-client";
 
-fn fresh_dir(requested: Option<&Path>) -> Result<(PathBuf, bool), DevError> {
+fn fresh_dir(requested: Option<&Path>) -> Result<PathBuf, DevError> {
     let create = |path: PathBuf| {
         DirBuilder::new()
             .mode(0o700)
@@ -53,7 +53,7 @@ fn fresh_dir(requested: Option<&Path>) -> Result<(PathBuf, bool), DevError> {
     if let Some(dir) = requested {
         // A given directory is the user's: make a private subdirectory in it
         // and remove only that.
-        return create(dir.join(format!("tmpvault-dev-{}", std::process::id()))).map(|p| (p, true));
+        return create(dir.join(format!("tmpvault-dev-{}", std::process::id())));
     }
     let base = if Path::new("/dev/shm").is_dir() {
         PathBuf::from("/dev/shm")
@@ -64,7 +64,7 @@ fn fresh_dir(requested: Option<&Path>) -> Result<(PathBuf, bool), DevError> {
     let mut suffix = [0u8; 4];
     let _ = getrandom::fill(&mut suffix);
     let name = format!("tmpvault-dev-{}", u32::from_le_bytes(suffix));
-    create(base.join(name)).map(|p| (p, true))
+    create(base.join(name))
 }
 
 fn banner(addr: std::net::SocketAddr, pki: &DevPki) -> String {
@@ -107,12 +107,10 @@ curl --cacert "$TMPVAULT_CACERT" --cert "$TMPVAULT_CLIENT_CERT" --key "$TMPVAULT
 
 /// Runs the dev server until Ctrl-C or SIGTERM.
 pub async fn run(args: DevArgs, hardening: HardeningReport) -> Result<(), DevError> {
-    let (dir, remove) = fresh_dir(args.scratch_dir.as_deref())?;
+    let dir = fresh_dir(args.scratch_dir.as_deref())?;
     let result = serve(&args, &dir, hardening).await;
-    if remove {
-        if let Err(error) = std::fs::remove_dir_all(&dir) {
-            tracing::warn!(dir = %dir.display(), %error, "could not remove the dev directory");
-        }
+    if let Err(error) = std::fs::remove_dir_all(&dir) {
+        tracing::warn!(dir = %dir.display(), %error, "could not remove the dev directory");
     }
     result
 }
@@ -150,7 +148,7 @@ async fn serve(args: &DevArgs, dir: &Path, hardening: HardeningReport) -> Result
     };
     let running = app::start(&config, Mode::Dev, hardening).await?;
     println!("{}", banner(running.local_addr(), &pki));
-    let _ = running
+    running
         .run(crate::server::shutdown_signal_or_hangup())
         .await;
     Ok(())

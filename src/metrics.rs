@@ -8,6 +8,7 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::reload::ReloadStatus;
 use crate::selfcheck::{Report, Status};
 use crate::store::Stats;
 
@@ -102,8 +103,8 @@ pub struct Snapshot<'a> {
     pub draining: bool,
     /// The self-check, re-run for this scrape.
     pub selfcheck: &'a Report,
-    /// Successful and failed live reloads.
-    pub reloads: (u64, u64),
+    /// Live reloads: counts and the last error.
+    pub reload: &'a ReloadStatus,
 }
 
 /// Snapshot and journal numbers (see [`crate::persistence`]).
@@ -234,25 +235,19 @@ pub fn render(snapshot: &Snapshot<'_>) -> String {
             "tmpvault_reloads_total",
             "counter",
             "Successful reloads of certificates, client CA and policy.",
-            snapshot.reloads.0,
+            snapshot.reload.reloads.load(Ordering::Relaxed),
         ),
         (
             "tmpvault_reload_failures_total",
             "counter",
             "Reloads that failed and kept the previous configuration.",
-            snapshot.reloads.1,
+            snapshot.reload.failures.load(Ordering::Relaxed),
         ),
         (
             "tmpvault_config_last_reload_ok",
             "gauge",
             "0 when the last reload failed, else 1.",
-            u64::from(
-                snapshot
-                    .selfcheck
-                    .checks
-                    .iter()
-                    .all(|c| c.id != "config.reload" || c.status == Status::Pass),
-            ),
+            u64::from(snapshot.reload.last_error().is_none()),
         ),
         (
             "tmpvault_items",

@@ -94,16 +94,7 @@ impl Ops {
                     ready: self.health.ready(),
                     draining: self.health.draining.load(Ordering::Acquire),
                     selfcheck: &report,
-                    reloads: (
-                        self.selfcheck
-                            .reload_status()
-                            .reloads
-                            .load(Ordering::Relaxed),
-                        self.selfcheck
-                            .reload_status()
-                            .failures
-                            .load(Ordering::Relaxed),
-                    ),
+                    reload: self.selfcheck.reload_status(),
                 });
                 let mut response = text(StatusCode::OK, body);
                 response.headers_mut().insert(

@@ -757,7 +757,6 @@ fn help_exits_0_and_lists_the_commands() {
 }
 
 #[test]
-#[ignore = "keygen arrives with snapshots (issue 4)"]
 fn help_lists_healthcheck_and_keygen() {
     let mut command = tmpvault();
     command.arg("--help");
