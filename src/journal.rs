@@ -43,7 +43,6 @@ use crate::store::Change;
 pub struct JournalFile {
     file: File,
     path: PathBuf,
-    generation: u64,
     sealer: FileSealer,
     /// Bytes known to be written: the header and every complete frame.
     len: u64,
@@ -55,27 +54,15 @@ pub struct JournalFile {
 impl JournalFile {
     /// A journal whose header and start frame (`len` bytes) are already
     /// written to `file` (opened for appending) at `path`.
-    pub fn new(
-        file: File,
-        path: PathBuf,
-        generation: u64,
-        sealer: FileSealer,
-        len: u64,
-    ) -> JournalFile {
+    pub fn new(file: File, path: PathBuf, sealer: FileSealer, len: u64) -> JournalFile {
         JournalFile {
             file,
             path,
-            generation,
             sealer,
             len,
             frames: 1,
             failed: false,
         }
-    }
-
-    /// The file's generation.
-    pub fn generation(&self) -> u64 {
-        self.generation
     }
 }
 
@@ -115,14 +102,19 @@ impl Journal {
                 "the journal failed earlier; changes wait for the next snapshot",
             ));
         }
-        journal.sealer.seal(FrameKind::Change, &mut frame);
-        let bytes = frame.as_bytes();
-        match (&journal.file).write_all(bytes) {
+        // A frame that could not be sealed used up its index too: the
+        // journal is retired either way.
+        let written = journal
+            .sealer
+            .seal(FrameKind::Change, &mut frame)
+            .and_then(|()| (&journal.file).write_all(frame.as_bytes()));
+        match written {
             Ok(()) => {
-                journal.len += bytes.len() as u64;
+                let len = frame.as_bytes().len() as u64;
+                journal.len += len;
                 journal.frames += 1;
                 self.records.fetch_add(1, Ordering::Relaxed);
-                self.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                self.bytes.fetch_add(len, Ordering::Relaxed);
                 Ok(())
             }
             Err(error) => {
@@ -160,11 +152,6 @@ impl Journal {
         // The previous file is closed here; it is complete.
         *current = Some(next);
         Ok(())
-    }
-
-    /// The generation of the current journal, if one is open.
-    pub fn generation(&self) -> Option<u64> {
-        lock(&self.current).as_ref().map(JournalFile::generation)
     }
 
     /// Records and bytes in the current journal file.

@@ -897,20 +897,18 @@ impl Persistence {
             .rotate(|previous| self.create_journal(generation, previous.or(carried)))?;
         state.generation = generation;
         state.carried_frames = None;
-        // 2. The store as it is now (each entry with the seq of its last change).
-        let records = store.export();
-        // 3. The snapshot, naming the new journal.
+        // 2 and 3. The store as it is now (each entry with the seq of its
+        // last change), a shard at a time, into the snapshot naming the new
+        // journal.
         let header = Header::new(FileKind::Snapshot, self.key.as_ref(), generation)?;
         let temp = AtomicFile::create(&self.dir, SNAPSHOT_FILE)?;
         let writing = io_error("writing", &temp.temp);
         let written = (|| {
             let mut writer = SnapshotWriter::new(temp.file(), &header, self.key.as_ref())?;
-            for record in &records {
-                writer.add(record)?;
-            }
+            store
+                .export_each(|records| records.iter().try_for_each(|record| writer.add(record)))?;
             writer.finish()
         })();
-        drop(records);
         let (_, bytes, entries) = written.map_err(writing)?;
         temp.commit()?;
         // 4. The journals it replaces.
@@ -932,8 +930,11 @@ impl Persistence {
         let header = Header::new(FileKind::Journal, self.key.as_ref(), generation)?;
         let mut sealer = FileSealer::new(&header, self.key.as_ref());
         let mut start = snapshot::start_frame(previous_frames);
-        sealer.seal(FrameKind::Start, &mut start);
         let name = journal_name(generation);
+        sealer.seal(FrameKind::Start, &mut start).map_err(io_error(
+            "sealing the start frame of",
+            &self.dir.join(&name),
+        ))?;
         let temp = AtomicFile::create(&self.dir, &name)?;
         temp.file()
             .write_all(sealer.header())
@@ -946,7 +947,7 @@ impl Persistence {
             .append(true)
             .open(&path)
             .map_err(io_error("opening", &path))?;
-        Ok(JournalFile::new(file, path, generation, sealer, len))
+        Ok(JournalFile::new(file, path, sealer, len))
     }
 
     /// The final snapshot, after which no other is taken.

@@ -283,7 +283,15 @@ impl Server {
             }
         }
         // With snapshots on, the final one: after the drain, before the wipe.
-        api.store().before_wipe();
+        // It is blocking file I/O (and may wait for a periodic snapshot), so
+        // it runs off the async workers that late connections still use.
+        let store = api.store().clone();
+        if tokio::task::spawn_blocking(move || store.before_wipe())
+            .await
+            .is_err()
+        {
+            tracing::error!("the final snapshot task panicked");
+        }
         api.store().wipe_all();
         tracing::info!("store wiped");
     }

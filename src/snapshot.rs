@@ -121,6 +121,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use aes::cipher::generic_array::GenericArray;
 use aes::cipher::{BlockEncrypt, KeyInit};
 use aes::Aes256;
 use aes_gcm::aead::AeadInPlace;
@@ -374,7 +375,8 @@ fn random_bytes(buffer: &mut [u8]) -> Result<(), KeyFileError> {
 impl SnapshotKey {
     /// The key made of `bytes`.
     pub fn from_bytes(bytes: Zeroizing<[u8; KEY_LEN]>) -> SnapshotKey {
-        let aes = Aes256::new(&(*bytes).into());
+        // Borrowed, not copied into a temporary: no unwiped copy of the key.
+        let aes = Aes256::new(GenericArray::from_slice(&bytes[..]));
         let mut block = KEY_ID_BLOCK.into();
         aes.encrypt_block(&mut block);
         let mut id = [0; KEY_ID_LEN];
@@ -445,7 +447,7 @@ impl SnapshotKey {
 
     /// The AES-256-GCM key of the file whose header nonce is `nonce`.
     fn file_cipher(&self, nonce: &[u8; NONCE_LEN]) -> Aes256Gcm {
-        let aes = Aes256::new(&(*self.bytes).into());
+        let aes = Aes256::new(GenericArray::from_slice(&self.bytes[..]));
         let mut derived = Zeroizing::new([0u8; KEY_LEN]);
         for (counter, part) in (0u32..).zip(derived.chunks_exact_mut(KEY_LEN / 4)) {
             let mut block = aes::Block::default();
@@ -455,7 +457,7 @@ impl SnapshotKey {
             part.copy_from_slice(&block[..KEY_LEN / 4]);
             block.as_mut_slice().zeroize();
         }
-        Aes256Gcm::new(&(*derived).into())
+        Aes256Gcm::new(GenericArray::from_slice(&derived[..]))
     }
 }
 
@@ -710,8 +712,11 @@ impl FileSealer {
     }
 
     /// Seals `frame` in place as the next frame of the file. The frame's
-    /// index is used up whether or not the caller manages to write it.
-    pub fn seal(&mut self, kind: FrameKind, frame: &mut FrameBuf) {
+    /// index is used up whether or not this succeeds or the caller manages
+    /// to write it, so a failure retires the file. It fails for a body whose
+    /// length does not fit the frame's 32-bit length field, rather than
+    /// writing a frame that cannot be read back.
+    pub fn seal(&mut self, kind: FrameKind, frame: &mut FrameBuf) -> io::Result<()> {
         let index = self.next_frame;
         self.next_frame += 1;
         let ad = associated_data(&self.header, index, kind as u8);
@@ -719,6 +724,15 @@ impl FileSealer {
             Sealer::Plain => CHECKSUM_LEN,
             Sealer::Gcm(_) => TAG_LEN,
         };
+        let body_len = u32::try_from(frame.payload_len() + trailer_len).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "a frame of {} bytes is over the 4 GiB frame limit",
+                    frame.payload_len()
+                ),
+            )
+        })?;
         frame.reserve(trailer_len);
         let bytes = &mut frame.bytes;
         match &self.sealer {
@@ -727,21 +741,22 @@ impl FileSealer {
                 bytes.extend_from_slice(&checksum.to_le_bytes());
             }
             Sealer::Gcm(cipher) => {
-                // Fails only beyond 64 GiB, far above any frame written here.
+                // AES-GCM refuses only messages over 64 GiB, far above the
+                // 4 GiB checked above; still, never write a frame it refused.
                 let tag = cipher
                     .encrypt_in_place_detached(
                         &frame_nonce(index),
                         &ad,
                         &mut bytes[FRAME_PREFIX_LEN..],
                     )
-                    .unwrap_or_default();
+                    .map_err(|_| io::Error::other("AES-GCM refused to seal a frame"))?;
                 bytes.extend_from_slice(&tag);
             }
         }
-        let body_len = u32::try_from(bytes.len() - FRAME_PREFIX_LEN).unwrap_or(u32::MAX);
         bytes[..4].copy_from_slice(&body_len.to_le_bytes());
         bytes[4..8].copy_from_slice(&(!body_len).to_le_bytes());
         bytes[8] = kind as u8;
+        Ok(())
     }
 }
 
@@ -1691,7 +1706,7 @@ impl<W: Write> SnapshotWriter<W> {
     }
 
     fn flush_frame(&mut self, kind: FrameKind) -> io::Result<()> {
-        self.sealer.seal(kind, &mut self.frame);
+        self.sealer.seal(kind, &mut self.frame)?;
         self.out.write_all(self.frame.as_bytes())?;
         self.written += self.frame.as_bytes().len() as u64;
         self.frame.clear();
@@ -1699,8 +1714,17 @@ impl<W: Write> SnapshotWriter<W> {
     }
 
     /// Adds one entry.
+    /// A record too large for one frame (a list of over 4 GiB) is refused
+    /// before it is encoded: the snapshot fails and the journals it would
+    /// have replaced are kept.
     pub fn add(&mut self, record: &Record) -> io::Result<()> {
         let len = encoded_record_len(record);
+        if u32::try_from(len + TAG_LEN.max(CHECKSUM_LEN)).is_err() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("an entry of {len} bytes does not fit one snapshot frame (4 GiB)"),
+            ));
+        }
         if self.frame.payload_len() > 0 && self.frame.payload_len() + len > SNAPSHOT_CHUNK {
             self.flush_frame(FrameKind::Entries)?;
         }
@@ -1843,7 +1867,7 @@ mod tests {
         let mut sealer = FileSealer::new(&header, key);
         let mut out = sealer.header().to_vec();
         let mut start = start_frame(Some(17));
-        sealer.seal(FrameKind::Start, &mut start);
+        sealer.seal(FrameKind::Start, &mut start).unwrap();
         out.extend_from_slice(start.as_bytes());
         for (k, seq, op) in changes() {
             let op = match &op {
@@ -1907,7 +1931,7 @@ mod tests {
                 ChangeOp::Delete => ChangeOp::Delete,
             };
             let mut frame = change_frame(&Change { key: &k, seq, op });
-            sealer.seal(FrameKind::Change, &mut frame);
+            sealer.seal(FrameKind::Change, &mut frame).unwrap();
             out.extend_from_slice(frame.as_bytes());
         }
         out

@@ -516,8 +516,21 @@ impl Store {
         }
     }
 
-    fn journaling(&self) -> bool {
-        self.shared.change_log.get().is_some()
+    /// For changes that need a sequence number only for the journal: with
+    /// persistence off this is one load (no shared counter is touched on
+    /// the read path); with it on, a fresh seq is taken and the change
+    /// journaled. Returns the seq to store on the entry.
+    fn journal_seq<'a>(
+        &self,
+        change: impl FnOnce(u64) -> Change<&'a Key, &'a SecretBytes>,
+    ) -> Result<Option<u64>, StoreError> {
+        let Some(log) = self.shared.change_log.get() else {
+            return Ok(None);
+        };
+        let seq = self.revision();
+        log.append(&change(seq))
+            .map_err(|_| StoreError::Unavailable(JOURNAL_UNAVAILABLE))?;
+        Ok(Some(seq))
     }
 
     /// Undoes `charge(old, new)` after a refused change. Unconditional: the
@@ -671,14 +684,14 @@ impl Store {
                 // A counted read is a change: journaled, or a restarted
                 // server would serve a read-once secret again.
                 let left = left.saturating_sub(1);
-                let seq = self.revision();
-                self.journal(|| Change {
+                if let Some(seq) = self.journal_seq(|seq| Change {
                     key,
                     seq,
                     op: ChangeOp::Read { reads_left: left },
-                })?;
+                })? {
+                    entry.seq = seq;
+                }
                 entry.reads_left = Some(left);
-                entry.seq = seq;
             }
             let meta = entry.meta(key, now, wall_now);
             if consume && meta.reads_left == Some(0) {
@@ -717,16 +730,16 @@ impl Store {
             let entry = shard
                 .live(key, now, &self.shared, &mut expired)
                 .ok_or(StoreError::NotFound)?;
-            let seq = self.revision();
-            self.journal(|| Change {
+            if let Some(seq) = self.journal_seq(|seq| Change {
                 key,
                 seq,
                 op: ChangeOp::Renew {
                     expires_at: wall_clock_at(deadline, now, wall_now),
                     updated_at: wall_now,
                 },
-            })?;
-            entry.seq = seq;
+            })? {
+                entry.seq = seq;
+            }
             let old_deadline = std::mem::replace(&mut entry.deadline, deadline);
             entry.updated_at = wall_now;
             let meta = entry.meta(key, now, wall_now);
@@ -747,14 +760,11 @@ impl Store {
             if shard.live(key, now, &self.shared, &mut expired).is_none() {
                 None
             } else {
-                if self.journaling() {
-                    let seq = self.revision();
-                    self.journal(|| Change {
-                        key,
-                        seq,
-                        op: ChangeOp::Delete,
-                    })?;
-                }
+                self.journal_seq(|seq| Change {
+                    key,
+                    seq,
+                    op: ChangeOp::Delete,
+                })?;
                 shard.remove(key)
             }
         };
@@ -1004,14 +1014,27 @@ impl Store {
     /// are copied into new zeroizing buffers. Each record is consistent with
     /// its `seq`: it holds exactly the changes to its key numbered up to it.
     pub fn export(&self) -> Vec<Record> {
+        let mut all = Vec::new();
+        let _ = self.export_each(|records| {
+            all.extend(records);
+            Ok::<(), std::convert::Infallible>(())
+        });
+        all
+    }
+
+    /// Like [`Store::export`], one shard at a time: `visit` gets each
+    /// shard's records after that shard's lock is released, so a snapshot
+    /// holds at most one shard's copies (and keeps no deleted secret alive)
+    /// while it writes, instead of the whole store's.
+    pub fn export_each<E>(
+        &self,
+        mut visit: impl FnMut(Vec<Record>) -> Result<(), E>,
+    ) -> Result<(), E> {
         let now = Instant::now();
         let wall_now = SystemTime::now();
-        let mut records = Vec::with_capacity(
-            usize::try_from(self.shared.entries.load(Ordering::Relaxed)).unwrap_or(0),
-        );
         for shard in self.shared.shards.iter() {
-            let shard = lock(shard);
-            records.extend(
+            let records: Vec<Record> = {
+                let shard = lock(shard);
                 shard
                     .entries
                     .iter()
@@ -1035,10 +1058,12 @@ impl Store {
                         expires_at: wall_clock_at(entry.deadline, now, wall_now),
                         reads_left: entry.reads_left,
                         content_type: entry.content_type.clone(),
-                    }),
-            );
+                    })
+                    .collect()
+            };
+            visit(records)?;
         }
-        records
+        Ok(())
     }
 
     /// Puts restored records into the store (at startup, before serving;
