@@ -7,6 +7,8 @@
 //! so one `Client` serves many requests. Values it returns are
 //! [`Zeroizing`] buffers.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::header::{HeaderMap, CONTENT_TYPE};
@@ -58,8 +60,8 @@ impl ClientError {
     }
 }
 
-/// A response as received, for callers that need every detail.
-#[derive(Debug)]
+/// A response as received, for callers that need every detail. Its
+/// `Debug` shows the status and headers, never the body (it may be a value).
 pub struct RawResponse {
     /// The status.
     pub status: StatusCode,
@@ -69,11 +71,30 @@ pub struct RawResponse {
     pub body: Zeroizing<Vec<u8>>,
 }
 
+impl std::fmt::Debug for RawResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawResponse")
+            .field("status", &self.status)
+            .field("headers", &self.headers)
+            .field(
+                "body",
+                &format_args!("[redacted {} bytes]", self.body.len()),
+            )
+            .finish()
+    }
+}
+
+/// How long one request may take, from sending to the end of the body,
+/// before the client gives up: a stalled server must not hang a CLI
+/// command (or a test) forever.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// An mTLS client for one tmpvault server.
 #[derive(Clone)]
 pub struct Client {
     base: String,
     http: HttpClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for Client {
@@ -127,7 +148,17 @@ impl Client {
             .enable_http1()
             .build();
         let http = HttpClient::builder(TokioExecutor::new()).build(connector);
-        Ok(Client { base, http })
+        Ok(Client {
+            base,
+            http,
+            timeout: REQUEST_TIMEOUT,
+        })
+    }
+
+    /// The same client with another per-request deadline.
+    pub fn with_timeout(mut self, timeout: Duration) -> Client {
+        self.timeout = timeout;
+        self
     }
 
     /// Sends any request; the status is not interpreted.
@@ -151,17 +182,28 @@ impl Client {
         let request = builder
             .body(Full::new(body))
             .map_err(|error| transport(format!("building the request: {error}")))?;
-        let response = self
-            .http
-            .request(request)
+        let exchange = async {
+            let response = self
+                .http
+                .request(request)
+                .await
+                .map_err(|error| transport(error_chain(&error)))?;
+            let (parts, body) = response.into_parts();
+            let bytes = body
+                .collect()
+                .await
+                .map_err(|error| transport(error_chain(&error)))?
+                .to_bytes();
+            Ok::<_, ClientError>((parts, bytes))
+        };
+        let (parts, bytes) = tokio::time::timeout(self.timeout, exchange)
             .await
-            .map_err(|error| transport(error_chain(&error)))?;
-        let (parts, body) = response.into_parts();
-        let bytes = body
-            .collect()
-            .await
-            .map_err(|error| transport(error_chain(&error)))?
-            .to_bytes();
+            .map_err(|_| {
+                transport(format!(
+                    "no complete answer within {}s",
+                    self.timeout.as_secs()
+                ))
+            })??;
         Ok(RawResponse {
             status: parts.status,
             headers: parts.headers,

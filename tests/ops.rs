@@ -32,14 +32,25 @@ async fn healthz_and_readyz_answer_and_other_paths_do_not() {
 async fn readyz_turns_503_while_draining() {
     let mut server = with_ops().await;
     let ops = server.ops_addr.unwrap();
-    // A request in flight holds the drain open: headers and half the body.
+    // A request in flight holds the drain open: the server's "100 Continue"
+    // proves the handler is reading the body, then half of it is sent.
     let mut stream = raw_tls(server.addr, &server.client_files).await;
     stream
-        .write_all(b"PUT /v1/secrets/inflight HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\n12345")
+        .write_all(b"PUT /v1/secrets/inflight HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n")
         .await
         .unwrap();
+    let mut continued = vec![0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(3), stream.read(&mut continued))
+        .await
+        .expect("100 Continue in time")
+        .unwrap();
+    assert!(
+        continued[..read].starts_with(b"HTTP/1.1 100"),
+        "{:?}",
+        String::from_utf8_lossy(&continued[..read])
+    );
+    stream.write_all(b"12345").await.unwrap();
     stream.flush().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
 
     server.begin_shutdown();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
@@ -169,7 +180,10 @@ async fn failed_handshakes_are_counted() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     loop {
         let (_, body) = http_get(ops, "/metrics").await;
-        if body.contains("tmpvault_tls_handshake_failures_total 1") {
+        if body
+            .lines()
+            .any(|line| line == "tmpvault_tls_handshake_failures_total 1")
+        {
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "{body}");

@@ -248,3 +248,47 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+/// Reads exactly one HTTP/1.1 response (head, then `Content-Length` bytes)
+/// from a raw connection, with a deadline; returns the head and the body.
+pub async fn read_response<S>(stream: &mut S) -> (String, Vec<u8>)
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
+    use tokio::io::AsyncReadExt;
+    let read = async {
+        let mut bytes = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            if let Some(at) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            let n = stream.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "closed before the end of the response head");
+            bytes.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&bytes[..head_end]).into_owned();
+        let length: usize = head
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().ok())?
+            })
+            .unwrap_or(0);
+        while bytes.len() < head_end + length {
+            let n = stream.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "closed before the end of the response body");
+            bytes.extend_from_slice(&chunk[..n]);
+        }
+        assert_eq!(
+            bytes.len(),
+            head_end + length,
+            "more than one response arrived"
+        );
+        (head, bytes[head_end..].to_vec())
+    };
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .expect("a whole response in time")
+}
