@@ -13,6 +13,11 @@ out=$(mktemp) err=$(mktemp)
 server=$!
 trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -f "$out" "$err"' EXIT
 for _ in $(seq 100); do grep -q TMPVAULT_CLIENT_KEY "$out" && break; sleep 0.1; done
+if ! grep -q TMPVAULT_CLIENT_KEY "$out"; then
+  echo "scanners: tmpvault dev did not print its exports within 10 s:" >&2
+  cat "$err" >&2
+  exit 1
+fi
 eval "$(grep '^export ' "$out")"
 
 echo "== schemathesis"
