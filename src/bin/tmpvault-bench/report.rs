@@ -66,17 +66,20 @@ pub struct Scenario {
     pub tmpvault: Column,
     /// tmpvault with `RUST_LOG=warn` (no audit line).
     pub quiet: Column,
+    /// tmpvault with default logging and a policy.
+    pub policy: Column,
     /// Redis with TLS.
     pub redis: Column,
 }
 
 impl Scenario {
     /// The columns with their names, in table order.
-    fn columns(&self) -> [(&'static str, &Column); 4] {
+    fn columns(&self) -> [(&'static str, &Column); 5] {
         [
             ("baseline", &self.baseline),
             ("tmpvault", &self.tmpvault),
             ("tmpvault warn", &self.quiet),
+            ("tmpvault+policy", &self.policy),
             ("redis-tls", &self.redis),
         ]
     }
@@ -296,16 +299,12 @@ impl Figures {
 
     fn render_load(&self, out: &mut String) {
         const LABEL: usize = 30;
-        const COLUMN: usize = 15;
-        let _ = writeln!(
-            out,
-            "{}{}{}{}{}",
-            pad("LOAD (median of rounds)", LABEL),
-            right("baseline", COLUMN),
-            right("tmpvault", COLUMN),
-            right("tmpvault warn", COLUMN),
-            right("redis-tls", COLUMN)
-        );
+        const COLUMN: usize = 17;
+        let mut header = pad("LOAD (median of rounds)", LABEL);
+        for (name, _) in self.get.columns() {
+            header.push_str(&right(name, COLUMN));
+        }
+        let _ = writeln!(out, "{header}");
         for scenario in self.scenarios() {
             for (index, row) in ROWS.iter().enumerate() {
                 let name = if index == 0 { scenario.name } else { "" };
@@ -347,17 +346,11 @@ impl Figures {
         for line in skipped {
             let _ = writeln!(out, "  skipped: {line}");
         }
-        let first_error = [&self.get, &self.put, &self.connect]
-            .iter()
-            .flat_map(|scenario| {
-                [
-                    &scenario.baseline,
-                    &scenario.tmpvault,
-                    &scenario.quiet,
-                    &scenario.redis,
-                ]
-            })
-            .flat_map(Column::rounds)
+        let first_error = self
+            .scenarios()
+            .into_iter()
+            .flat_map(Scenario::columns)
+            .flat_map(|(_, column)| column.rounds())
             .find_map(|round| round.first_error.clone());
         if let Some(error) = first_error {
             let _ = writeln!(out, "  first error: {error}");
@@ -513,6 +506,18 @@ impl Figures {
         info(
             "GET, tmpvault / tmpvault warn (audit cost)",
             Scenario::ratio(&self.get.tmpvault, &self.get.quiet),
+        );
+        info(
+            "GET, tmpvault+policy / tmpvault (policy cost)",
+            Scenario::ratio(&self.get.policy, &self.get.tmpvault),
+        );
+        info(
+            "PUT, tmpvault / tmpvault warn (audit cost)",
+            Scenario::ratio(&self.put.tmpvault, &self.put.quiet),
+        );
+        info(
+            "PUT, tmpvault+policy / tmpvault (policy cost)",
+            Scenario::ratio(&self.put.policy, &self.put.tmpvault),
         );
         info(
             "GET, tmpvault warn / Redis-TLS",

@@ -1,7 +1,8 @@
 //! The measurements, in the order they run:
 //!
 //! 1. start the servers on the run's certificates: the baseline, tmpvault
-//!    with default logging, tmpvault with `RUST_LOG=warn`, Redis;
+//!    with default logging, tmpvault with `RUST_LOG=warn`, tmpvault with
+//!    default logging and a policy of [`POLICY_RULES`] rules, Redis;
 //! 2. keep-alive GET, keep-alive PUT and new-connection GET, each for
 //!    `rounds` rounds in which every system runs once, back to back (A B A
 //!    B ...), so that a ratio pairs two runs made under the same load;
@@ -66,13 +67,39 @@ pub struct Settings {
     pub settle: Duration,
 }
 
-/// How a tmpvault process logs.
+/// Rules in the policy of the `tmpvault+policy` column. The bench's own
+/// rule is the last one, so every request is checked against all of them:
+/// the worst case for a policy of this size.
+const POLICY_RULES: usize = 64;
+
+/// How a tmpvault process under test is configured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Logging {
-    /// As shipped: `info`, one JSON audit line per request, to stderr.
+enum Variant {
+    /// As shipped without a policy: `info`, one JSON audit line per
+    /// request, to stderr.
     Default,
     /// `RUST_LOG=warn`: no audit line.
     Warn,
+    /// As `Default`, with `--policy` and [`POLICY_RULES`] rules.
+    Policy,
+}
+
+/// A policy of [`POLICY_RULES`] rules in which only the last one names the
+/// bench's client (`cn:tmpvault-bench`, from [`Workdir`]): the others are
+/// SPIFFE wildcards for other workloads, as a shared sidecar would have.
+fn policy_json() -> String {
+    let mut rules: Vec<String> = (1..POLICY_RULES)
+        .map(|team| {
+            format!(
+                r#"{{"identity": "spiffe://example.org/ns/team-{team}/*", "prefix": "team-{team}/", "allow": ["read", "list"]}}"#
+            )
+        })
+        .collect();
+    rules.push(
+        r#"{"identity": "cn:tmpvault-bench", "prefix": "bench/", "allow": ["read", "write", "delete", "list"]}"#
+            .into(),
+    );
+    format!("{{\"rules\": [\n  {}\n]}}\n", rules.join(",\n  "))
 }
 
 /// A server process under test and how to reach it.
@@ -90,6 +117,8 @@ struct Bench<'a> {
     oha: Option<PathBuf>,
     /// A 1 KiB file, the PUT body for oha.
     put_body_file: PathBuf,
+    /// The policy file of the `tmpvault+policy` column.
+    policy_file: PathBuf,
 }
 
 /// The `tmpvault` binary next to this one (same target directory and
@@ -124,7 +153,7 @@ impl Bench<'_> {
     fn serve_command(
         &self,
         listen: SocketAddr,
-        logging: Logging,
+        variant: Variant,
         ops: Option<SocketAddr>,
     ) -> Result<Command, Failure> {
         let files = self.workdir.server_files();
@@ -151,8 +180,14 @@ impl Bench<'_> {
             }
         }
         command.env_remove("RUST_LOG");
-        if logging == Logging::Warn {
-            command.env("RUST_LOG", "warn");
+        match variant {
+            Variant::Default => {}
+            Variant::Warn => {
+                command.env("RUST_LOG", "warn");
+            }
+            Variant::Policy => {
+                command.arg("--policy").arg(&self.policy_file);
+            }
         }
         command
             .stdin(Stdio::null())
@@ -163,11 +198,11 @@ impl Bench<'_> {
 
     async fn start_tmpvault(
         &self,
-        logging: Logging,
+        variant: Variant,
         ops: Option<SocketAddr>,
     ) -> Result<Server, Failure> {
         let listen = process::free_address()?;
-        let mut command = self.serve_command(listen, logging, ops)?;
+        let mut command = self.serve_command(listen, variant, ops)?;
         let child = ChildGuard::spawn("tmpvault serve", &mut command)?;
         let target = self.target(listen)?;
         load::first_ok(&target, "/v1/openapi.json", child.pid(), START_TIMEOUT)
@@ -300,13 +335,14 @@ struct Servers {
     baseline: Server,
     default: Server,
     quiet: Server,
+    policy: Server,
     redis: Result<Redis, String>,
 }
 
 impl Servers {
     /// The HTTP servers, in the order each round runs them.
-    fn http(&self) -> [&Server; 3] {
-        [&self.baseline, &self.default, &self.quiet]
+    fn http(&self) -> [&Server; 4] {
+        [&self.baseline, &self.default, &self.quiet, &self.policy]
     }
 }
 
@@ -317,6 +353,9 @@ pub async fn run(settings: &Settings, workdir: &Workdir) -> Result<Figures, Fail
     let put_body_file = workdir.path().join("put-body");
     std::fs::write(&put_body_file, value(VALUE_LEN))
         .step(|| format!("writing {}", put_body_file.display()))?;
+    let policy_file = workdir.path().join("policy.json");
+    std::fs::write(&policy_file, policy_json())
+        .step(|| format!("writing {}", policy_file.display()))?;
     let bench = Bench {
         settings,
         workdir,
@@ -324,6 +363,7 @@ pub async fn run(settings: &Settings, workdir: &Workdir) -> Result<Figures, Fail
         own_exe,
         oha: oha::find(),
         put_body_file,
+        policy_file,
     };
     let mut preamble = preamble(settings, &bench);
 
@@ -332,8 +372,9 @@ pub async fn run(settings: &Settings, workdir: &Workdir) -> Result<Figures, Fail
     let baseline_idle_rss = baseline.child.rss()?;
     let servers = Servers {
         baseline,
-        default: bench.start_tmpvault(Logging::Default, None).await?,
-        quiet: bench.start_tmpvault(Logging::Warn, None).await?,
+        default: bench.start_tmpvault(Variant::Default, None).await?,
+        quiet: bench.start_tmpvault(Variant::Warn, None).await?,
+        policy: bench.start_tmpvault(Variant::Policy, None).await?,
         redis: match redis::Tools::find() {
             Ok(tools) => Redis::start(workdir, tools)
                 .await
@@ -357,9 +398,10 @@ pub async fn run(settings: &Settings, workdir: &Workdir) -> Result<Figures, Fail
         baseline,
         default,
         quiet,
+        policy,
         redis,
     } = servers;
-    drop((baseline, default, quiet));
+    drop((baseline, default, quiet, policy));
 
     // 3. Start-to-first-200.
     let start_ms = start_times(&bench).await?;
@@ -398,7 +440,7 @@ pub async fn run(settings: &Settings, workdir: &Workdir) -> Result<Figures, Fail
 /// Stores the value every GET reads, then warms every HTTP server up
 /// (first connections, allocator growth, page faults) without measuring.
 async fn prepare(bench: &Bench<'_>, servers: &Servers) -> Result<(), Failure> {
-    for server in [&servers.default, &servers.quiet] {
+    for server in [&servers.default, &servers.quiet, &servers.policy] {
         seed(&server.target).await?;
     }
     if let Ok(redis) = &servers.redis {
@@ -433,7 +475,7 @@ impl Default for RedisRate {
 }
 
 /// Keep-alive GET or PUT: every round runs the baseline, tmpvault,
-/// tmpvault `warn` and Redis, back to back.
+/// tmpvault `warn`, tmpvault with a policy and Redis, back to back.
 async fn load_scenario(
     bench: &Bench<'_>,
     servers: &Servers,
@@ -447,7 +489,7 @@ async fn load_scenario(
     } else {
         ("get", &mut redis_rate.get)
     };
-    let mut columns: [Vec<Throughput>; 3] = Default::default();
+    let mut columns: [Vec<Throughput>; 4] = Default::default();
     let mut redis_rounds = Vec::new();
     let mut redis_error = None;
     for round in 0..settings.rounds {
@@ -482,13 +524,14 @@ async fn load_scenario(
             settings.rounds
         );
     }
-    let [baseline, tmpvault, quiet] = columns;
+    let [baseline, tmpvault, quiet, policy] = columns;
     Ok(Scenario {
         name,
         unit: "req/s",
         baseline: Column::Rounds(baseline),
         tmpvault: Column::Rounds(tmpvault),
         quiet: Column::Rounds(quiet),
+        policy: Column::Rounds(policy),
         redis: match (&servers.redis, redis_error) {
             (Err(why), _) => Column::Skipped(why.clone()),
             (Ok(_), Some(error)) => Column::Skipped(error),
@@ -516,6 +559,7 @@ async fn connect_scenario(bench: &Bench<'_>, servers: &Servers) -> Result<Scenar
         baseline: Column::Rounds(baseline),
         tmpvault: Column::Rounds(tmpvault),
         quiet: Column::Skipped("not measured: a handshake dwarfs one audit line".into()),
+        policy: Column::Skipped("not measured: a handshake dwarfs one policy check".into()),
         redis: Column::Skipped("not measured: redis-benchmark keeps its connections open".into()),
     })
 }
@@ -550,7 +594,7 @@ async fn start_times(bench: &Bench<'_>) -> Result<Vec<f64>, Failure> {
     let mut start_ms = Vec::with_capacity(bench.settings.starts);
     for _ in 0..bench.settings.starts {
         let listen = process::free_address()?;
-        let mut command = bench.serve_command(listen, Logging::Default, None)?;
+        let mut command = bench.serve_command(listen, Variant::Default, None)?;
         let target = bench.target(listen)?;
         let spawned = Instant::now();
         let child = ChildGuard::spawn("tmpvault serve", &mut command)?;
@@ -566,7 +610,7 @@ async fn start_times(bench: &Bench<'_>) -> Result<Vec<f64>, Failure> {
 /// secrets stored.
 async fn tmpvault_memory(bench: &Bench<'_>) -> Result<(u64, u64), Failure> {
     let settings = bench.settings;
-    let server = bench.start_tmpvault(Logging::Default, None).await?;
+    let server = bench.start_tmpvault(Variant::Default, None).await?;
     tokio::time::sleep(settings.settle).await;
     let idle_rss = server.child.rss()?;
     let outcome = fill(&server.target, settings, "mem", None, false).await?;
@@ -654,7 +698,7 @@ async fn items(ops: SocketAddr) -> Result<u64, Failure> {
 async fn expiry(bench: &Bench<'_>) -> Result<Expiry, Failure> {
     let settings = bench.settings;
     let ops = process::free_address()?;
-    let server = bench.start_tmpvault(Logging::Default, Some(ops)).await?;
+    let server = bench.start_tmpvault(Variant::Default, Some(ops)).await?;
     let started = Instant::now();
     let outcome = fill(&server.target, settings, "exp", Some(EXPIRY_TTL), true).await?;
     let fill_s = started.elapsed().as_secs_f64();
@@ -778,7 +822,7 @@ fn preamble(settings: &Settings, bench: &Bench<'_>) -> Vec<String> {
         format!("connections: {}", settings.connections),
         format!("machine: {cpus} CPUs, {cpu}, Linux {kernel}, load average at start {load}"),
         format!("load generator: {generator}"),
-        format!("tmpvault: {} serve, stderr to /dev/null; 'tmpvault' = default logging (one JSON audit line per request), 'tmpvault warn' = RUST_LOG=warn (no audit line)", bench.tmpvault.display()),
+        format!("tmpvault: {} serve, stderr to /dev/null; 'tmpvault' = default logging (one JSON audit line per request), 'tmpvault warn' = RUST_LOG=warn (no audit line), 'tmpvault+policy' = default logging and --policy with {POLICY_RULES} rules, the client's rule last", bench.tmpvault.display()),
         "baseline: hyper-util auto builder + tokio-rustls with tmpvault::tls::server_config (ring, TLS 1.3, client certificates required); GET -> fixed 1 KiB, PUT -> read body, 204".into(),
     ]
 }
