@@ -225,26 +225,68 @@ fn rfc3339(time: SystemTime) -> String {
 
 fn etag(revision: u64) -> HeaderValue {
     // Hex digits and quotes are always a valid header value.
-    HeaderValue::from_str(&format!("\"{revision:x}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
+    header_text(format!("\"{revision:x}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
 }
 
-/// The metadata JSON object of the API (never a value).
+/// A header value that takes over `text`'s buffer instead of copying it.
+fn header_text(text: String) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(Bytes::from(text)).ok()
+}
+
+/// The metadata JSON object of the API (never a value), serialized
+/// straight from [`Meta`]: no intermediate `serde_json::Value` (its map and
+/// strings cost a tenth of a PUT's server CPU).
+#[derive(serde::Serialize)]
+struct MetaJson<'a> {
+    key: &'a str,
+    kind: &'static str,
+    size: u64,
+    version: u64,
+    created_at: Rfc3339,
+    updated_at: Rfc3339,
+    expires_at: Rfc3339,
+    reads_left: Option<u32>,
+    content_type: Option<&'a str>,
+}
+
+impl<'a> From<&'a Meta> for MetaJson<'a> {
+    fn from(meta: &'a Meta) -> MetaJson<'a> {
+        MetaJson {
+            key: meta.key.as_str(),
+            kind: meta.kind.as_str(),
+            size: meta.size,
+            version: meta.version,
+            created_at: Rfc3339(meta.created_at),
+            updated_at: Rfc3339(meta.updated_at),
+            expires_at: Rfc3339(meta.expires_at),
+            reads_left: meta.reads_left,
+            content_type: meta.content_type.as_deref(),
+        }
+    }
+}
+
+/// A time as an RFC 3339 string with milliseconds, written in place.
+struct Rfc3339(SystemTime);
+
+impl serde::Serialize for Rfc3339 {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&humantime::format_rfc3339_millis(self.0))
+    }
+}
+
+/// The metadata JSON object of the API (never a value), as a value.
 pub fn meta_json(meta: &Meta) -> serde_json::Value {
-    serde_json::json!({
-        "key": meta.key.as_str(),
-        "kind": meta.kind.as_str(),
-        "size": meta.size,
-        "version": meta.version,
-        "created_at": rfc3339(meta.created_at),
-        "updated_at": rfc3339(meta.updated_at),
-        "expires_at": rfc3339(meta.expires_at),
-        "reads_left": meta.reads_left,
-        "content_type": meta.content_type.as_deref(),
-    })
+    serde_json::to_value(MetaJson::from(meta)).unwrap_or(serde_json::Value::Null)
+}
+
+/// Serializes `value`, which is made of strings, numbers and options only
+/// and so cannot fail; an empty body rather than a panic if it ever did.
+fn json_bytes(value: &impl serde::Serialize) -> Bytes {
+    serde_json::to_vec(value).map_or_else(|_| Bytes::new(), Bytes::from)
 }
 
 fn meta_response(status: StatusCode, meta: &Meta) -> Response<ResponseBody> {
-    let mut response = json_response(status, meta_json(meta).to_string());
+    let mut response = json_response(status, json_bytes(&MetaJson::from(meta)));
     response.headers_mut().insert(ETAG, etag(meta.revision));
     response
 }
@@ -268,10 +310,10 @@ fn secret_headers(headers: &mut HeaderMap, meta: &Meta) {
     headers.insert(CONTENT_TYPE, content_type);
     headers.insert(ETAG, etag(meta.revision));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Ok(value) = HeaderValue::from_str(&httpdate::fmt_http_date(meta.expires_at)) {
+    if let Some(value) = header_text(httpdate::fmt_http_date(meta.expires_at)) {
         headers.insert(EXPIRES, value);
     }
-    if let Ok(value) = HeaderValue::from_str(&rfc3339(meta.expires_at)) {
+    if let Some(value) = header_text(rfc3339(meta.expires_at)) {
         headers.insert(EXPIRES_AT, value);
     }
     if let Some(left) = meta.reads_left {
@@ -788,9 +830,16 @@ impl Api {
                 .list_filtered(prefix, after.as_ref().map(Key::as_str), limit, |key| {
                     self.access.allows(identity, key.as_str(), Operation::List)
                 });
-        let items: Vec<_> = page.iter().map(meta_json).collect();
-        let page = serde_json::json!({ "items": items, "next": next.as_ref().map(Key::as_str) });
-        Ok(json_text_response(Bytes::from(page.to_string())))
+        #[derive(serde::Serialize)]
+        struct Page<'a> {
+            items: Vec<MetaJson<'a>>,
+            next: Option<&'a str>,
+        }
+        let page = Page {
+            items: page.iter().map(MetaJson::from).collect(),
+            next: next.as_ref().map(Key::as_str),
+        };
+        Ok(json_text_response(json_bytes(&page)))
     }
 
     async fn push<B>(

@@ -2,8 +2,9 @@
 //! stderr. `RUST_LOG` overrides the default level (`info`).
 //!
 //! The `audit` target (one line per request, see [`crate::audit`]) is always
-//! JSON, since it is read by machines, and goes to stderr with the other
-//! logs or, with `--audit-log FILE`, to that file (append, 0600).
+//! JSON, since it is read by machines, formatted by
+//! [`crate::audit::LineLayer`], and goes to stderr with the other logs or,
+//! with `--audit-log FILE`, to that file (append, 0600).
 //!
 //! Nothing logs a secret value: handlers never pass one to a log macro, and
 //! the only type that holds one ([`crate::secret::SecretBytes`]) prints as
@@ -13,7 +14,6 @@ use std::fs::OpenOptions;
 use std::io::IsTerminal;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::sync::Mutex;
 
 use tracing_subscriber::filter::{filter_fn, EnvFilter};
 use tracing_subscriber::layer::SubscriberExt;
@@ -42,24 +42,17 @@ pub fn init(format: LogFormat, audit_log: Option<&Path>) -> std::io::Result<()> 
             .with_filter(not_audit)
             .boxed(),
     };
-    let audit_layer = tracing_subscriber::fmt::layer().json().flatten_event(true);
-    let audit = match audit_log {
-        Some(path) => {
-            let file = OpenOptions::new()
+    let sink = match audit_log {
+        Some(path) => crate::audit::Sink::File(
+            OpenOptions::new()
                 .create(true)
                 .append(true)
                 .mode(0o600)
-                .open(path)?;
-            audit_layer
-                .with_writer(Mutex::new(file))
-                .with_filter(only_audit)
-                .boxed()
-        }
-        None => audit_layer
-            .with_writer(std::io::stderr)
-            .with_filter(only_audit)
-            .boxed(),
+                .open(path)?,
+        ),
+        None => crate::audit::Sink::Stderr,
     };
+    let audit = crate::audit::LineLayer::new(sink).with_filter(only_audit);
     let _ = tracing_subscriber::registry()
         .with(filter)
         .with(main)

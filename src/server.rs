@@ -376,7 +376,7 @@ impl Connection {
                     bytes_out: response.body().size_hint().exact().unwrap_or(0),
                     latency_us: started.elapsed().as_micros() as u64,
                 });
-                if let Ok(value) = HeaderValue::from_str(&format!("{request_id:016x}")) {
+                if let Ok(value) = HeaderValue::from_bytes(&audit::request_id_hex(request_id)) {
                     response.headers_mut().insert(REQUEST_ID, value);
                 }
                 Ok::<_, Infallible>(response)
