@@ -7,7 +7,9 @@
 //! last owner wipes them.
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -400,9 +402,12 @@ fn revision_from_etag(tag: &str) -> Option<u64> {
 /// never a form, so that label is stored as the default instead of being
 /// served back on every GET.
 fn content_type(headers: &HeaderMap) -> Result<Arc<str>, ApiError> {
+    // Most secrets have the default type: they all share one allocation.
+    static DEFAULT: std::sync::LazyLock<Arc<str>> =
+        std::sync::LazyLock::new(|| Arc::from(DEFAULT_CONTENT_TYPE));
     match header_str(headers, &CONTENT_TYPE)?.map(str::trim) {
-        None | Some("" | "application/x-www-form-urlencoded") => {
-            Ok(Arc::from(DEFAULT_CONTENT_TYPE))
+        None | Some("" | "application/x-www-form-urlencoded" | DEFAULT_CONTENT_TYPE) => {
+            Ok(Arc::clone(&DEFAULT))
         }
         Some(value) if value.len() > MAX_CONTENT_TYPE_LEN => Err(ApiError::InvalidRequest(
             format!("the Content-Type is longer than {MAX_CONTENT_TYPE_LEN} bytes"),
@@ -465,6 +470,13 @@ where
         }
         Ok(buffer)
     };
+    // A small body usually arrives with its headers and is read in one
+    // poll: only a body that has to be waited for costs a timer.
+    let mut collect = std::pin::pin!(collect);
+    let first = std::future::poll_fn(|cx| Poll::Ready(collect.as_mut().poll(cx))).await;
+    if let Poll::Ready(result) = first {
+        return result;
+    }
     tokio::time::timeout(deadline, collect)
         .await
         .map_err(|_| ApiError::RequestTimeout {
