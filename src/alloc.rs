@@ -52,8 +52,9 @@ pub struct ZeroizingAllocator;
 /// The block is freed right after, and the compiler knows `free`: a plain
 /// `memset` before it is a dead store, and at `-O` it is deleted. The
 /// optimiser treats the fence after it as a point where memory may be
-/// read, so the write has to happen (checked in the disassembly of a
-/// release build's `__rust_dealloc`).
+/// read, and `black_box` makes the pointer escape, so the write has to
+/// happen (checked in the disassembly of a release build's
+/// `__rust_dealloc`, and end to end by tests/residue.rs).
 ///
 /// # Safety
 ///
@@ -64,6 +65,9 @@ unsafe fn wipe(ptr: *mut u8, len: usize) {
     // any byte value is valid for a `u8` block that is about to be freed.
     unsafe { ptr::write_bytes(ptr, 0, len) };
     compiler_fence(Ordering::SeqCst);
+    // The pointer escapes to code the optimiser cannot see into, which may
+    // read the zeroes: a second guard, for whole-program (fat LTO) builds.
+    std::hint::black_box(ptr);
 }
 
 // SAFETY: every method forwards to `System`, which upholds the `GlobalAlloc`

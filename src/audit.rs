@@ -6,7 +6,7 @@
 //! header (headers can carry credentials). It is the server's only
 //! per-request line, so a request costs one log write, not two.
 //!
-//! Handlers say what they did by attaching an [`AuditInfo`] to the response;
+//! Handlers say what they did in an [`AuditInfo`], returned with the response;
 //! the server forms the line in one place ([`emit`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,7 +74,7 @@ pub fn emit(record: &Record<'_>) {
     tracing::info!(
         target: TARGET,
         request_id = std::str::from_utf8(&request_id).unwrap_or_default(),
-        identity = %record.identity,
+        identity = &**record.identity,
         method = record.method,
         route = record.route,
         operation = record.info.operation,

@@ -41,7 +41,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::api::{route_template, Api};
-use crate::audit::{self, AuditInfo};
+use crate::audit;
 use crate::identity::{self, Identity};
 use crate::metrics::RequestCounters;
 use crate::store::Store;
@@ -359,13 +359,9 @@ impl Connection {
                 let request_id = audit::next_request_id();
                 let method = request.method().clone();
                 let route = route_template(request.uri().path());
-                let mut response = api.handle(&identity, request).await;
+                let (mut response, info) = api.handle(&identity, request).await;
                 let status = response.status().as_u16();
                 health.requests.record(route, status);
-                let info = response
-                    .extensions_mut()
-                    .remove::<AuditInfo>()
-                    .unwrap_or_default();
                 audit::emit(&audit::Record {
                     request_id,
                     identity: &identity,
