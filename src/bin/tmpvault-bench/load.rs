@@ -25,7 +25,7 @@ use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{CONNECTION, HOST};
-use hyper::{Method, Request, StatusCode};
+use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
 use tmpvault::tls::ClientTlsFiles;
@@ -183,9 +183,21 @@ impl Target {
 
 /// A request with the headers every request carries.
 pub fn request(method: Method, path: &str, body: Bytes) -> Request<Full<Bytes>> {
+    request_to(
+        method,
+        path.parse()
+            .unwrap_or_else(|_| unreachable!("a valid path")),
+        body,
+    )
+}
+
+/// As [`request`], with the path already parsed: a load loop builds its
+/// URIs before the clock starts, so that each request costs the load
+/// generator a clone instead of a parse.
+pub fn request_to(method: Method, uri: Uri, body: Bytes) -> Request<Full<Bytes>> {
     Request::builder()
         .method(method)
-        .uri(path)
+        .uri(uri)
         .header(HOST, "127.0.0.1")
         .body(Full::new(body))
         .unwrap_or_else(|_| unreachable!("method, path and headers are valid"))
@@ -238,6 +250,9 @@ struct Tally {
     first_error: Option<String>,
     latency: Histogram<u64>,
     times: Vec<(Instant, Instant)>,
+    /// When this loop's last request ended (before its connection is torn
+    /// down, which is not part of the measurement).
+    last_end: Option<Instant>,
 }
 
 impl Tally {
@@ -248,6 +263,7 @@ impl Tally {
             first_error: None,
             latency: histogram(),
             times: Vec::new(),
+            last_end: None,
         }
     }
 
@@ -258,12 +274,19 @@ impl Tally {
 }
 
 /// Sums the tallies of every connection into an outcome.
-fn merge(tallies: Vec<Tally>, elapsed: Duration) -> Result<Outcome, Failure> {
+/// Sums the loops' tallies. The run lasted from `start` to the end of the
+/// last request of any loop (or until now, if none ended one).
+fn merge(tallies: Vec<Tally>, start: Instant) -> Result<Outcome, Failure> {
+    let end = tallies
+        .iter()
+        .filter_map(|tally| tally.last_end)
+        .max()
+        .unwrap_or_else(Instant::now);
     let mut outcome = Outcome {
         requests: 0,
         errors: 0,
         first_error: None,
-        elapsed,
+        elapsed: end.saturating_duration_since(start),
         latency: histogram(),
         server_cpu: None,
         times: Vec::new(),
@@ -392,6 +415,7 @@ pub async fn keep_alive(
                     }
                 }
             }
+            tally.last_end = Some(Instant::now());
             // Closing the sender ends the connection; the driver task exits.
             drop(sender);
             let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
@@ -404,9 +428,8 @@ pub async fn keep_alive(
         Stop::Total(total) => Duration::from_secs(60) + Duration::from_millis(total / 2),
     };
     let tallies = join_all(tasks, limit).await?;
-    let elapsed = start.elapsed();
     let cpu_after = cpu_now(server_pid)?;
-    let mut outcome = merge(tallies, elapsed)?;
+    let mut outcome = merge(tallies, start)?;
     outcome.server_cpu = cpu_before
         .zip(cpu_after)
         .map(|(before, after)| after.saturating_sub(before));
@@ -461,14 +484,15 @@ pub async fn new_connections(
                     },
                     Err(error) => tally.error(error),
                 }
+                // Here the close is part of each measured connection.
+                tally.last_end = Some(Instant::now());
             }
             tally
         }));
     }
     let tallies = join_all(tasks, duration + REQUEST_TIMEOUT * 3).await?;
-    let elapsed = start.elapsed();
     let cpu_after = cpu_now(server_pid)?;
-    let mut outcome = merge(tallies, elapsed)?;
+    let mut outcome = merge(tallies, start)?;
     outcome.server_cpu = cpu_before
         .zip(cpu_after)
         .map(|(before, after)| after.saturating_sub(before));

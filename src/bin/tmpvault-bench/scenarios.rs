@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper::Method;
+use hyper::{Method, Uri};
 use tokio::time::Instant;
 
 use crate::failure::{Failure, Step};
@@ -136,6 +136,11 @@ fn sibling_tmpvault(own_exe: &Path) -> Result<PathBuf, Failure> {
             ),
         ))
     }
+}
+
+fn parse_uri(path: &str) -> Result<Uri, Failure> {
+    path.parse()
+        .map_err(|error| Failure::new("building the request paths", format!("{path}: {error}")))
 }
 
 fn value(len: usize) -> Bytes {
@@ -280,15 +285,15 @@ impl Bench<'_> {
         let request: load::MakeRequest = if *method == Method::PUT {
             // One key per connection: a steady overwrite, as a client that
             // refreshes its secret does.
+            let uris: Vec<Uri> = (0..settings.connections)
+                .map(|connection| parse_uri(&format!("/v1/secrets/bench/put/{connection}")))
+                .collect::<Result<_, _>>()?;
             Arc::new(move |slot: Slot| {
-                load::request(
-                    Method::PUT,
-                    &format!("/v1/secrets/bench/put/{}", slot.connection),
-                    body.clone(),
-                )
+                load::request_to(Method::PUT, uris[slot.connection].clone(), body.clone())
             })
         } else {
-            Arc::new(|_| load::request(Method::GET, GET_PATH, Bytes::new()))
+            let uri = parse_uri(GET_PATH)?;
+            Arc::new(move |_| load::request_to(Method::GET, uri.clone(), Bytes::new()))
         };
         let outcome = load::keep_alive(
             &server.target,
