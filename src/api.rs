@@ -212,17 +212,23 @@ fn json_text_response(body: Bytes) -> Response<ResponseBody> {
     response
 }
 
+/// Headers a response usually ends with (type, cache, ETag, dates, request
+/// id, nosniff, location): room for them up front, so that the map is not
+/// grown and rehashed on the way.
+const RESPONSE_HEADERS: usize = 8;
+
 fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<ResponseBody> {
     let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
     let headers = response.headers_mut();
+    headers.reserve(RESPONSE_HEADERS);
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
-fn rfc3339(time: SystemTime) -> String {
-    humantime::format_rfc3339_millis(time).to_string()
+fn rfc3339(time: SystemTime) -> crate::timefmt::Rfc3339 {
+    crate::timefmt::rfc3339(time, crate::timefmt::Fraction::Millis)
 }
 
 fn etag(revision: u64) -> HeaderValue {
@@ -272,7 +278,7 @@ struct Rfc3339(SystemTime);
 
 impl serde::Serialize for Rfc3339 {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&humantime::format_rfc3339_millis(self.0))
+        serializer.serialize_str(rfc3339(self.0).as_str())
     }
 }
 
@@ -321,7 +327,7 @@ fn secret_headers(headers: &mut HeaderMap, meta: &Meta) {
     if let Some(value) = header_text(httpdate::fmt_http_date(meta.expires_at)) {
         headers.insert(EXPIRES, value);
     }
-    if let Some(value) = header_text(rfc3339(meta.expires_at)) {
+    if let Ok(value) = HeaderValue::from_str(rfc3339(meta.expires_at).as_str()) {
         headers.insert(EXPIRES_AT, value);
     }
     if let Some(left) = meta.reads_left {
@@ -710,6 +716,7 @@ impl Api {
         };
         let mut response = Response::new(Full::new(body));
         let headers = response.headers_mut();
+        headers.reserve(RESPONSE_HEADERS);
         secret_headers(headers, &meta);
         if !consume {
             headers.insert(CONTENT_LENGTH, HeaderValue::from(size));

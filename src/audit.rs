@@ -133,7 +133,12 @@ impl LineLayer {
     fn format(event: &tracing::Event<'_>, line: &mut Vec<u8>) {
         let metadata = event.metadata();
         line.extend_from_slice(b"{\"timestamp\":\"");
-        push_timestamp(line, std::time::SystemTime::now());
+        let now = std::time::SystemTime::now();
+        line.extend_from_slice(
+            crate::timefmt::rfc3339(now, crate::timefmt::Fraction::Micros)
+                .as_str()
+                .as_bytes(),
+        );
         line.extend_from_slice(b"\",\"level\":\"");
         line.extend_from_slice(metadata.level().as_str().as_bytes());
         line.push(b'"');
@@ -142,45 +147,6 @@ impl LineLayer {
         push_json_str(line, metadata.target());
         line.extend_from_slice(b"}\n");
     }
-}
-
-/// Appends `now` as RFC 3339 UTC with microseconds
-/// (`2026-11-22T03:11:41.123456Z`). The date and time of day change once a
-/// second, so each thread formats them once a second and keeps them.
-fn push_timestamp(line: &mut Vec<u8>, now: std::time::SystemTime) {
-    use std::cell::Cell;
-    const SECOND_LEN: usize = "2026-11-22T03:11:41".len();
-    thread_local! {
-        static SECOND: Cell<Option<(u64, [u8; SECOND_LEN])>> = const { Cell::new(None) };
-    }
-    let since_epoch = now
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let seconds = since_epoch.as_secs();
-    let formatted = SECOND.try_with(|cached| match cached.get() {
-        Some((second, text)) if second == seconds => text,
-        _ => {
-            let mut text = [0u8; SECOND_LEN];
-            let whole = std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds);
-            let full = humantime::format_rfc3339_seconds(whole).to_string();
-            text.copy_from_slice(&full.as_bytes()[..SECOND_LEN]);
-            cached.set(Some((seconds, text)));
-            text
-        }
-    });
-    match formatted {
-        Ok(text) => line.extend_from_slice(&text),
-        Err(_) => {
-            let full = humantime::format_rfc3339_seconds(now).to_string();
-            line.extend_from_slice(&full.as_bytes()[..SECOND_LEN]);
-        }
-    }
-    let micros = since_epoch.subsec_micros();
-    line.push(b'.');
-    for shift in [100_000, 10_000, 1_000, 100, 10, 1] {
-        line.push(b'0' + (micros / shift % 10) as u8);
-    }
-    line.push(b'Z');
 }
 
 /// The per-thread line buffer kept for reuse stays below this capacity.
@@ -394,30 +360,6 @@ mod tests {
         let time = value["timestamp"].as_str().expect("string");
         assert!(humantime::parse_rfc3339(time).is_ok(), "RFC 3339: {time}");
         assert_eq!(time.len(), "2026-01-01T00:00:00.000000Z".len(), "{time}");
-    }
-
-    #[test]
-    fn timestamps_are_rfc3339_with_microseconds() {
-        let at = |seconds: u64, micros: u64| {
-            let mut line = Vec::new();
-            let time = std::time::UNIX_EPOCH
-                + std::time::Duration::from_secs(seconds)
-                + std::time::Duration::from_micros(micros);
-            push_timestamp(&mut line, time);
-            String::from_utf8(line).expect("ASCII")
-        };
-        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000000Z");
-        assert_eq!(at(1_795_000_000, 7), "2026-11-18T11:06:40.000007Z");
-        // Same second (cached), then the next one.
-        assert_eq!(at(1_795_000_000, 999_999), "2026-11-18T11:06:40.999999Z");
-        assert_eq!(at(1_795_000_001, 120_000), "2026-11-18T11:06:41.120000Z");
-        let now = std::time::SystemTime::now();
-        let mut line = Vec::new();
-        push_timestamp(&mut line, now);
-        assert_eq!(
-            String::from_utf8(line).expect("ASCII"),
-            humantime::format_rfc3339_micros(now).to_string()
-        );
     }
 
     #[test]

@@ -37,6 +37,8 @@
 //!   per request.
 //! - [`reload`]: SIGHUP and file-change reload of certificates, client CA
 //!   and policy, keeping the old configuration when the new one is bad.
+//! - [`timefmt`]: RFC 3339 timestamps without allocation, for responses
+//!   and audit lines.
 //! - [`tls`]: rustls server and client configuration (ring provider, TLS 1.3,
 //!   client certificates required) and PEM loading.
 //! - [`server`]: the accept loop with a deadline on every phase, the
@@ -80,5 +82,6 @@ pub mod server;
 pub mod snapshot;
 pub mod store;
 pub mod sysinfo;
+pub mod timefmt;
 pub mod tls;
 pub mod units;

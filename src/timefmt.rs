@@ -1,0 +1,173 @@
+//! RFC 3339 UTC timestamps (`2026-11-22T03:11:41.123Z`) formatted into a
+//! stack buffer with integer arithmetic: no allocation and no `fmt`
+//! machinery. Every response that carries metadata writes three of them and
+//! every audit line one, so they are on the hot path.
+//!
+//! Times before 1970 are written as the epoch and times after 9999 as the
+//! last millisecond of 9999; neither can come from the store, whose times
+//! are "now" plus a TTL bounded by `--max-ttl`.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Digits after the decimal point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fraction {
+    /// `.123`
+    Millis,
+    /// `.123456`
+    Micros,
+}
+
+/// A formatted timestamp.
+#[derive(Clone, Copy)]
+pub struct Rfc3339 {
+    bytes: [u8; LONGEST],
+    len: usize,
+}
+
+/// `2026-11-22T03:11:41.123456Z`
+const LONGEST: usize = 27;
+
+/// 9999-12-31T23:59:59 UTC, the last second RFC 3339's four-digit year holds.
+const LAST_SECOND: u64 = 253_402_300_799;
+
+impl Rfc3339 {
+    /// The timestamp as text.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits and `-T:.Z` are ever written.
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+/// Formats `time` in UTC with `fraction`.
+pub fn rfc3339(time: SystemTime, fraction: Fraction) -> Rfc3339 {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let since = if since.as_secs() > LAST_SECOND {
+        Duration::new(LAST_SECOND, 999_999_999)
+    } else {
+        since
+    };
+    let seconds = since.as_secs();
+    let (year, month, day) = civil_from_days(seconds / 86_400);
+    let of_day = seconds % 86_400;
+    let mut bytes = [0u8; LONGEST];
+    let mut at = 0;
+    let mut put = |value: u64, width: u32, after: Option<u8>| {
+        for place in (0..width).rev() {
+            bytes[at] = b'0' + (value / 10u64.pow(place) % 10) as u8;
+            at += 1;
+        }
+        if let Some(separator) = after {
+            bytes[at] = separator;
+            at += 1;
+        }
+    };
+    put(year, 4, Some(b'-'));
+    put(month, 2, Some(b'-'));
+    put(day, 2, Some(b'T'));
+    put(of_day / 3600, 2, Some(b':'));
+    put(of_day / 60 % 60, 2, Some(b':'));
+    put(of_day % 60, 2, Some(b'.'));
+    match fraction {
+        Fraction::Millis => put(u64::from(since.subsec_millis()), 3, Some(b'Z')),
+        Fraction::Micros => put(u64::from(since.subsec_micros()), 6, Some(b'Z')),
+    }
+    Rfc3339 { bytes, len: at }
+}
+
+/// Year, month (1-12) and day (1-31) of the `days`th day after 1970-01-01,
+/// by Howard Hinnant's `civil_from_days` for the proleptic Gregorian
+/// calendar (all unsigned here: no date before 1970 reaches it).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: u64, nanos: u32) -> SystemTime {
+        UNIX_EPOCH + Duration::new(seconds, nanos)
+    }
+
+    #[test]
+    fn known_instants() {
+        assert_eq!(
+            rfc3339(at(0, 0), Fraction::Millis).as_str(),
+            "1970-01-01T00:00:00.000Z"
+        );
+        assert_eq!(
+            rfc3339(at(951_782_400, 7_000_000), Fraction::Millis).as_str(),
+            "2000-02-29T00:00:00.007Z"
+        );
+        assert_eq!(
+            rfc3339(at(1_795_000_000, 123_456_789), Fraction::Micros).as_str(),
+            "2026-11-18T11:06:40.123456Z"
+        );
+    }
+
+    #[test]
+    fn out_of_range_times_are_clamped() {
+        assert_eq!(
+            rfc3339(UNIX_EPOCH - Duration::from_secs(5), Fraction::Millis).as_str(),
+            "1970-01-01T00:00:00.000Z"
+        );
+        assert_eq!(
+            rfc3339(at(LAST_SECOND + 86_400 * 400, 0), Fraction::Micros).as_str(),
+            "9999-12-31T23:59:59.999999Z"
+        );
+    }
+
+    #[test]
+    fn agrees_with_humantime_across_the_range() {
+        // Days and seconds spread over 1970..9999, leap years and their
+        // boundaries included.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut samples: Vec<u64> = vec![0, 59, 86_399, 86_400, 68_169_600, 4_107_542_399];
+        for _ in 0..20_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            samples.push(state % (LAST_SECOND + 1));
+        }
+        for seconds in samples {
+            let time = at(seconds, (seconds % 1_000_000_000) as u32);
+            assert_eq!(
+                rfc3339(time, Fraction::Millis).as_str(),
+                humantime::format_rfc3339_millis(time).to_string(),
+                "{seconds}"
+            );
+            assert_eq!(
+                rfc3339(time, Fraction::Micros).as_str(),
+                humantime::format_rfc3339_micros(time).to_string(),
+                "{seconds}"
+            );
+        }
+    }
+}
