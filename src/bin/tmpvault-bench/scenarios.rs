@@ -831,3 +831,23 @@ fn preamble(settings: &Settings, bench: &Bench<'_>) -> Vec<String> {
         "baseline: hyper-util auto builder + tokio-rustls with tmpvault::tls::server_config (ring, TLS 1.3, client certificates required); GET -> fixed 1 KiB, PUT -> read body, 204".into(),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tmpvault::policy::{Operation, Policy};
+
+    #[test]
+    fn the_bench_policy_is_valid_and_only_its_last_rule_serves_the_bench() {
+        let policy = Policy::parse(&policy_json(), "bench policy").expect("a valid policy");
+        assert_eq!(policy.len(), POLICY_RULES);
+        let me = "cn:tmpvault-bench";
+        assert!(policy.allows(me, "bench/get", Operation::Read));
+        assert!(policy.allows(me, "bench/put/7", Operation::Write));
+        assert!(!policy.allows(me, "team-1/x", Operation::Read));
+        let other = "spiffe://example.org/ns/team-3/sa/api";
+        assert!(policy.allows(other, "team-3/db", Operation::Read));
+        assert!(!policy.allows(other, "team-3/db", Operation::Write));
+        assert!(!policy.allows(other, "bench/get", Operation::Read));
+    }
+}
