@@ -14,13 +14,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use common::process::BIN;
 use common::{Pki, TestServer};
 use hyper::Method;
 use tmpvault::client::PutOptions;
 use tmpvault::pki::ClientName;
 use tmpvault::tls::ClientTlsFiles;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tmpvault");
 /// Longest any one CLI invocation may take before the test fails.
 const CLI_TIMEOUT: Duration = Duration::from_secs(20);
 

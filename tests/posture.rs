@@ -7,30 +7,22 @@
 mod common;
 
 use std::fs::{self, File};
-use std::net::TcpListener;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 use bytes::Bytes;
+use common::process::{free_port, is_root, ServerProcess, BIN};
 use common::Pki;
 use hyper::Method;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use serde_json::Value;
 use tempfile::TempDir;
 use tmpvault::client::Client;
 use tmpvault::pki::ClientName;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tmpvault");
 /// The unprivileged user and group the server runs as (distroless `nonroot`).
 const UID: u32 = 65532;
 const GID: u32 = 65532;
-/// How long the server may take to start serving.
-const START_DEADLINE: Duration = Duration::from_secs(30);
-/// How long the server may take to drain and exit after SIGTERM.
-const STOP_DEADLINE: Duration = Duration::from_secs(15);
 
 /// Checks that must pass for a server run this way; the others depend on
 /// the machine (seccomp, cgroup limit, read-only root, mount options).
@@ -44,16 +36,6 @@ const MUST_PASS: [&str; 8] = [
     "scratch.owner",
     "tls.key_file",
 ];
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-/// A free port on 127.0.0.1: bind port 0, note the port, let it go.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local address").port()
-}
 
 /// A directory on the `/dev/shm` tmpfs owned by the server's user, mode 0700.
 fn private_dir(prefix: &str) -> TempDir {
@@ -73,70 +55,6 @@ fn copy_private(from: &Path, dir: &Path) -> PathBuf {
     std::os::unix::fs::chown(&to, Some(UID), Some(GID)).expect("chown a TLS file");
     fs::set_permissions(&to, fs::Permissions::from_mode(0o600)).expect("chmod a TLS file");
     to
-}
-
-/// The server process; killed (and reaped) when dropped, so a failing
-/// assertion never leaves it running.
-struct ServerProcess {
-    child: Child,
-    log: PathBuf,
-}
-
-impl ServerProcess {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_else(|error| format!("(no log: {error})"))
-    }
-
-    /// Polls until the server answers over mTLS, or panics (with its log)
-    /// when it exits or the deadline passes.
-    async fn wait_until_serving(&mut self, client: &Client) {
-        let deadline = Instant::now() + START_DEADLINE;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("poll the server") {
-                panic!("the server exited with {status}:\n{}", self.log());
-            }
-            let attempt = client.request(Method::GET, "/v1/secrets", &[], Bytes::new());
-            if let Ok(Ok(response)) = tokio::time::timeout(Duration::from_secs(2), attempt).await {
-                assert!(response.status.is_success(), "{:?}", response.status);
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the server did not serve within {START_DEADLINE:?}:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Sends SIGTERM and waits for the exit, or panics after the deadline.
-    async fn terminate(&mut self) -> ExitStatus {
-        let pid = Pid::from_raw(i32::try_from(self.pid()).expect("a pid fits in i32"));
-        kill(pid, Signal::SIGTERM).expect("send SIGTERM");
-        let deadline = Instant::now() + STOP_DEADLINE;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("poll the server") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the server did not exit within {STOP_DEADLINE:?} of SIGTERM:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The value of the first line of `text` that starts with `name`.
@@ -210,7 +128,7 @@ async fn an_unprivileged_server_is_locked_down() {
         .stderr(log_file)
         .spawn()
         .expect("start setpriv tmpvault serve");
-    let mut server = ServerProcess { child, log };
+    let mut server = ServerProcess::new(child, log);
 
     let files = pki.client_files("client", ClientName::CommonName("posture".into()));
     let client = Client::new(&format!("https://127.0.0.1:{port}"), &files).expect("client");

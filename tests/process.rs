@@ -11,7 +11,7 @@ mod common;
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -20,6 +20,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::process::{free_port, is_root, BIN};
 use common::Pki;
 use hyper::{Method, StatusCode};
 use nix::sys::signal::{kill, Signal};
@@ -31,7 +32,6 @@ use tmpvault::tls::ClientTlsFiles;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::TlsConnector;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tmpvault");
 /// From spawn to the first answered request.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// For a process that refuses to start, or has nothing left to drain.
@@ -176,18 +176,6 @@ fn tmpvault() -> Command {
     }
     command.env_remove("RUST_LOG");
     command
-}
-
-/// A port nothing listened on a moment ago.
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
 }
 
 /// Whether a TCP connection to `port` is refused right now.

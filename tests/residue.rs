@@ -15,15 +15,13 @@ mod common;
 
 use std::fmt;
 use std::fs::{self, File};
-use std::net::TcpListener;
 use std::os::unix::fs::{FileExt as _, PermissionsExt as _};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::process::{free_port, is_root, ServerProcess, BIN};
 use common::Pki;
-use hyper::Method;
 use tmpvault::alloc::ZeroizingAllocator;
 use tmpvault::client::{Client, ClientError, PutOptions};
 use tmpvault::pki::ClientName;
@@ -36,12 +34,9 @@ use zeroize::Zeroizing;
 #[global_allocator]
 static ALLOCATOR: ZeroizingAllocator = ZeroizingAllocator;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tmpvault");
 /// Hex characters in a marker: 128 random bits, which no other byte string
 /// in the server will match by chance.
 const MARKER_LEN: usize = 32;
-/// How long the server may take to start serving.
-const START_DEADLINE: Duration = Duration::from_secs(30);
 /// Time for a connection task to finish dropping its buffers after the
 /// server has closed the socket.
 const CLOSE_GRACE: Duration = Duration::from_millis(300);
@@ -50,89 +45,33 @@ const EXPIRY_GRACE: Duration = Duration::from_secs(1);
 /// Bytes read from `/proc/<pid>/mem` at a time.
 const SCAN_CHUNK: usize = 4 << 20;
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-/// A free port on 127.0.0.1: bind port 0, note the port, let it go.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local address").port()
-}
-
-/// The server process; killed (and reaped) when dropped, so a failing
-/// assertion never leaves it running.
-struct ServerProcess {
-    child: Child,
-    log: PathBuf,
-}
-
-impl ServerProcess {
-    /// Starts `tmpvault serve` as root (`--allow-root`), with a private
-    /// scratch dir and a log file in the PKI directory (a tmpfs).
-    fn start(pki: &Pki, port: u16) -> ServerProcess {
-        let scratch = pki.scratch_dir().join("scratch");
-        fs::create_dir(&scratch).expect("create the scratch dir");
-        fs::set_permissions(&scratch, fs::Permissions::from_mode(0o700))
-            .expect("chmod the scratch dir");
-        let log = pki.scratch_dir().join("server.log");
-        let log_file = File::create(&log).expect("create the server log");
-        let child = Command::new(BIN)
-            .arg("serve")
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .arg("--scratch-dir")
-            .arg(&scratch)
-            .arg("--tls-cert")
-            .arg(&pki.server.cert)
-            .arg("--tls-key")
-            .arg(&pki.server.key)
-            .arg("--client-ca")
-            .arg(&pki.server.client_ca)
-            .arg("--allow-root")
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("clone the log file"))
-            .stderr(log_file)
-            .spawn()
-            .expect("start tmpvault serve");
-        ServerProcess { child, log }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_else(|error| format!("(no log: {error})"))
-    }
-
-    /// Polls until the server answers over mTLS, or panics (with its log)
-    /// when it exits or the deadline passes.
-    async fn wait_until_serving(&mut self, client: &Client) {
-        let deadline = Instant::now() + START_DEADLINE;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("poll the server") {
-                panic!("the server exited with {status}:\n{}", self.log());
-            }
-            let attempt = client.request(Method::GET, "/v1/secrets", &[], Bytes::new());
-            if let Ok(Ok(response)) = tokio::time::timeout(Duration::from_secs(2), attempt).await {
-                assert!(response.status.is_success(), "{:?}", response.status);
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the server did not serve within {START_DEADLINE:?}:\n{}",
-                self.log()
-            );
-            sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts `tmpvault serve` as root (`--allow-root`), with a private scratch
+/// dir and a log file in the PKI directory (a tmpfs).
+fn start_server(pki: &Pki, port: u16) -> ServerProcess {
+    let scratch = pki.scratch_dir().join("scratch");
+    fs::create_dir(&scratch).expect("create the scratch dir");
+    fs::set_permissions(&scratch, fs::Permissions::from_mode(0o700))
+        .expect("chmod the scratch dir");
+    let log = pki.scratch_dir().join("server.log");
+    let log_file = File::create(&log).expect("create the server log");
+    let child = Command::new(BIN)
+        .arg("serve")
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--scratch-dir")
+        .arg(&scratch)
+        .arg("--tls-cert")
+        .arg(&pki.server.cert)
+        .arg("--tls-key")
+        .arg(&pki.server.key)
+        .arg("--client-ca")
+        .arg(&pki.server.client_ca)
+        .arg("--allow-root")
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().expect("clone the log file"))
+        .stderr(log_file)
+        .spawn()
+        .expect("start tmpvault serve");
+    ServerProcess::new(child, log)
 }
 
 /// A random marker: 32 lowercase hex characters, wiped on drop.
@@ -373,7 +312,7 @@ async fn no_secret_survives_in_server_memory() {
     }
     let pki = Pki::new();
     let port = free_port();
-    let mut server = ServerProcess::start(&pki, port);
+    let mut server = start_server(&pki, port);
     let files = pki.client_files("client", ClientName::CommonName("residue".into()));
     let client = Client::new(&format!("https://127.0.0.1:{port}"), &files).expect("client");
     server.wait_until_serving(&client).await;
@@ -495,7 +434,7 @@ async fn no_secret_survives_in_server_memory() {
         "secret bytes survived in server memory: {survivors:?}\n{after}"
     );
     assert!(
-        server.child.try_wait().expect("poll the server").is_none(),
+        server.is_running(),
         "the server is still running:\n{}",
         server.log()
     );

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use common::process::BIN;
 use common::{http_get, Pki, TestServer};
 use hyper::{Method, StatusCode};
 use nix::sys::signal::{kill, Signal};
@@ -26,7 +27,6 @@ use tmpvault::persistence::{JOURNAL_PREFIX, SNAPSHOT_FILE};
 use tmpvault::pki::ClientName;
 use tmpvault::tls::ClientTlsFiles;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tmpvault");
 /// From spawn to "tmpvault is serving" (a debug build, restoring).
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// For an exit: a refusal, or a drain with nothing in flight.

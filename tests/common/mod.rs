@@ -3,6 +3,8 @@
 //! private key is ever committed), and hands out real mTLS clients.
 #![allow(dead_code)] // each test crate uses a different part of it
 
+pub mod process;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
