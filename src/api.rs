@@ -250,9 +250,9 @@ struct MetaJson<'a> {
     kind: &'static str,
     size: u64,
     version: u64,
-    created_at: Rfc3339,
-    updated_at: Rfc3339,
-    expires_at: Rfc3339,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+    expires_at: Timestamp,
     reads_left: Option<u32>,
     content_type: Option<&'a str>,
 }
@@ -264,19 +264,19 @@ impl<'a> From<&'a Meta> for MetaJson<'a> {
             kind: meta.kind.as_str(),
             size: meta.size,
             version: meta.version,
-            created_at: Rfc3339(meta.created_at),
-            updated_at: Rfc3339(meta.updated_at),
-            expires_at: Rfc3339(meta.expires_at),
+            created_at: Timestamp(meta.created_at),
+            updated_at: Timestamp(meta.updated_at),
+            expires_at: Timestamp(meta.expires_at),
             reads_left: meta.reads_left,
             content_type: meta.content_type.as_deref(),
         }
     }
 }
 
-/// A time as an RFC 3339 string with milliseconds, written in place.
-struct Rfc3339(SystemTime);
+/// A time that serializes as an RFC 3339 string with milliseconds.
+struct Timestamp(SystemTime);
 
-impl serde::Serialize for Rfc3339 {
+impl serde::Serialize for Timestamp {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(rfc3339(self.0).as_str())
     }
