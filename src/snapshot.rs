@@ -520,7 +520,8 @@ fn base64_encode(bytes: &[u8]) -> Zeroizing<String> {
 }
 
 /// Decodes canonical base64, standard or URL-safe, padded or not (the
-/// self-check's rule, so that what it accepts loads).
+/// self-check recognises a key file through [`SnapshotKey::parse`], so
+/// what it accepts loads).
 fn base64_decode(text: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
     fn value(symbol: u8) -> Option<u32> {
         match symbol {
@@ -2314,6 +2315,13 @@ mod tests {
                 assert_eq!(&**base64_decode(encoded.as_bytes()).unwrap(), plain);
             }
         }
+        // Refused: no data, a lone symbol, padding that does not complete
+        // a quantum.
+        let decoded_len = |text: &[u8]| base64_decode(text).map(|bytes| bytes.len());
+        assert_eq!(decoded_len(b"===="), None);
+        assert_eq!(decoded_len(b"A"), None);
+        assert_eq!(decoded_len(b"AA=="), Some(1));
+        assert_eq!(decoded_len(b"AA="), None);
     }
 
     #[test]
