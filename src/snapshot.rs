@@ -1057,6 +1057,13 @@ struct Decoder<'a> {
 }
 
 impl<'a> Decoder<'a> {
+    fn new(bytes: &'a [u8]) -> Decoder<'a> {
+        Decoder {
+            bytes,
+            last_text: None,
+        }
+    }
+
     fn is_empty(&self) -> bool {
         self.bytes.is_empty()
     }
@@ -1182,10 +1189,7 @@ fn decode_record(decoder: &mut Decoder<'_>) -> Result<Record, Malformed> {
 }
 
 fn decode_change(payload: &[u8]) -> Result<Change<Key, SecretBytes>, Malformed> {
-    let mut decoder = Decoder {
-        bytes: payload,
-        last_text: None,
-    };
+    let mut decoder = Decoder::new(payload);
     let op = decoder.u8("the change's kind")?;
     let key = decoder.key()?;
     let seq = decoder.u64("seq")?;
@@ -1465,6 +1469,15 @@ fn authentication_error(frame: u64, offset: u64) -> FormatError {
     FormatError::Authentication { frame, offset }
 }
 
+/// A frame of a kind that has no place in this kind of file.
+fn unexpected_frame(kind: FrameKind, index: u64, offset: u64, file: &str) -> FormatError {
+    malformed_at(
+        index,
+        offset,
+        malformed(format!("a {kind:?} frame in a {file}")),
+    )
+}
+
 fn malformed_at(index: u64, offset: u64, problem: Malformed) -> FormatError {
     FormatError::Malformed {
         frame: index,
@@ -1504,10 +1517,7 @@ pub fn read_snapshot(
                 offset,
                 payload,
             } => {
-                let mut decoder = Decoder {
-                    bytes: payload,
-                    last_text: None,
-                };
+                let mut decoder = Decoder::new(payload);
                 while !decoder.is_empty() {
                     let record = decode_record(&mut decoder)
                         .map_err(|problem| malformed_at(index, offset, problem))?;
@@ -1520,10 +1530,7 @@ pub fn read_snapshot(
                 offset,
                 payload,
             } => {
-                let mut decoder = Decoder {
-                    bytes: payload,
-                    last_text: None,
-                };
+                let mut decoder = Decoder::new(payload);
                 let count = decoder
                     .u64("the entry count")
                     .map_err(|problem| malformed_at(index, offset, problem))?;
@@ -1554,13 +1561,7 @@ pub fn read_snapshot(
                 index,
                 offset,
                 ..
-            } => {
-                return Err(malformed_at(
-                    index,
-                    offset,
-                    malformed(format!("a {kind:?} frame in a snapshot")),
-                ))
-            }
+            } => return Err(unexpected_frame(kind, index, offset, "snapshot")),
             Next::Eof => {
                 return Err(FormatError::MissingEnd {
                     frames: reader.index,
@@ -1609,10 +1610,7 @@ pub fn read_journal(
             offset,
             payload,
         } => {
-            let mut decoder = Decoder {
-                bytes: payload,
-                last_text: None,
-            };
+            let mut decoder = Decoder::new(payload);
             let previous = decoder
                 .u64("the previous journal's length")
                 .map_err(|problem| malformed_at(index, offset, problem))?;
@@ -1649,13 +1647,7 @@ pub fn read_journal(
                 index,
                 offset,
                 ..
-            } => {
-                return Err(malformed_at(
-                    index,
-                    offset,
-                    malformed(format!("a {kind:?} frame in a journal")),
-                ))
-            }
+            } => return Err(unexpected_frame(kind, index, offset, "journal")),
             Next::Eof => {
                 return Ok(JournalContents {
                     header: reader.parsed,
@@ -2251,10 +2243,7 @@ mod tests {
                 payload[0] = (rng.below(8)) as u8;
             }
             let _ = decode_change(&payload);
-            let mut decoder = Decoder {
-                bytes: &payload,
-                last_text: None,
-            };
+            let mut decoder = Decoder::new(&payload);
             while !decoder.is_empty() {
                 if decode_record(&mut decoder).is_err() {
                     break;
