@@ -314,6 +314,41 @@ fn cpu_now(pid: Option<u32>) -> Result<Option<Duration>, Failure> {
 /// Waits for every task, bounded by `limit`; a task that panicked or is
 /// still running past `limit` fails the run, and then every task still
 /// running is aborted.
+/// The start of a measured run: the time, and the server's CPU time then.
+struct Clock {
+    start: Instant,
+    server_pid: Option<u32>,
+    cpu_before: Option<Duration>,
+}
+
+impl Clock {
+    fn start(server_pid: Option<u32>) -> Result<Clock, Failure> {
+        let cpu_before = cpu_now(server_pid)?;
+        Ok(Clock {
+            start: Instant::now(),
+            server_pid,
+            cpu_before,
+        })
+    }
+}
+
+/// Waits for the loops (bounded by `limit`) and sums their tallies, with
+/// the server CPU used since `clock` started.
+async fn finish(
+    tasks: Vec<JoinHandle<Tally>>,
+    limit: Duration,
+    clock: Clock,
+) -> Result<Outcome, Failure> {
+    let tallies = join_all(tasks, limit).await?;
+    let cpu_after = cpu_now(clock.server_pid)?;
+    let mut outcome = merge(tallies, clock.start)?;
+    outcome.server_cpu = clock
+        .cpu_before
+        .zip(cpu_after)
+        .map(|(before, after)| after.saturating_sub(before));
+    Ok(outcome)
+}
+
 async fn join_all<T>(tasks: Vec<JoinHandle<T>>, limit: Duration) -> Result<Vec<T>, Failure> {
     let deadline = Instant::now() + limit;
     let aborts: Vec<_> = tasks.iter().map(JoinHandle::abort_handle).collect();
@@ -358,8 +393,8 @@ pub async fn keep_alive(
     }
 
     let next = Arc::new(AtomicU64::new(0));
-    let cpu_before = cpu_now(server_pid)?;
-    let start = Instant::now();
+    let clock = Clock::start(server_pid)?;
+    let start = clock.start;
     let (deadline, total) = match load.stop {
         Stop::After(duration) => (Some(start + duration), u64::MAX),
         Stop::Total(total) => (None, total),
@@ -427,13 +462,7 @@ pub async fn keep_alive(
         // A count-bounded run gets a generous but finite time.
         Stop::Total(total) => Duration::from_secs(60) + Duration::from_millis(total / 2),
     };
-    let tallies = join_all(tasks, limit).await?;
-    let cpu_after = cpu_now(server_pid)?;
-    let mut outcome = merge(tallies, start)?;
-    outcome.server_cpu = cpu_before
-        .zip(cpu_after)
-        .map(|(before, after)| after.saturating_sub(before));
-    Ok(outcome)
+    finish(tasks, limit, clock).await
 }
 
 /// `concurrency` loops, each opening a new connection per GET of `path`,
@@ -445,8 +474,8 @@ pub async fn new_connections(
     path: &str,
     server_pid: Option<u32>,
 ) -> Result<Outcome, Failure> {
-    let cpu_before = cpu_now(server_pid)?;
-    let start = Instant::now();
+    let clock = Clock::start(server_pid)?;
+    let start = clock.start;
     let deadline = start + duration;
     let mut tasks = Vec::with_capacity(concurrency);
     for _ in 0..concurrency {
@@ -490,13 +519,7 @@ pub async fn new_connections(
             tally
         }));
     }
-    let tallies = join_all(tasks, duration + REQUEST_TIMEOUT * 3).await?;
-    let cpu_after = cpu_now(server_pid)?;
-    let mut outcome = merge(tallies, start)?;
-    outcome.server_cpu = cpu_before
-        .zip(cpu_after)
-        .map(|(before, after)| after.saturating_sub(before));
-    Ok(outcome)
+    finish(tasks, duration + REQUEST_TIMEOUT * 3, clock).await
 }
 
 /// Polls a just-started server until a GET of `path` answers 200, at most

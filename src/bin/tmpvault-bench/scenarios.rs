@@ -153,6 +153,19 @@ impl Bench<'_> {
         Target::new(addr, &self.workdir.client_files())
     }
 
+    /// The run's server certificate, key and client CA, as the flags both
+    /// `tmpvault serve` and the baseline take.
+    fn server_tls_args(&self, command: &mut Command) {
+        let files = self.workdir.server_files();
+        command
+            .arg("--tls-cert")
+            .arg(&files.cert)
+            .arg("--tls-key")
+            .arg(&files.key)
+            .arg("--client-ca")
+            .arg(&files.client_ca);
+    }
+
     /// The `tmpvault serve` command, with every output on /dev/null and no
     /// `TMPVAULT_*` or `RUST_LOG` from our environment.
     fn serve_command(
@@ -161,7 +174,6 @@ impl Bench<'_> {
         variant: Variant,
         ops: Option<SocketAddr>,
     ) -> Result<Command, Failure> {
-        let files = self.workdir.server_files();
         let mut command = Command::new(&self.tmpvault);
         command
             .arg("serve")
@@ -169,13 +181,8 @@ impl Bench<'_> {
             .arg(listen.to_string())
             .arg("--scratch-dir")
             .arg(self.workdir.subdir("scratch")?)
-            .arg("--tls-cert")
-            .arg(&files.cert)
-            .arg("--tls-key")
-            .arg(&files.key)
-            .arg("--client-ca")
-            .arg(&files.client_ca)
             .arg("--allow-root");
+        self.server_tls_args(&mut command);
         if let Some(ops) = ops {
             command.arg("--ops-listen").arg(ops.to_string());
         }
@@ -223,18 +230,13 @@ impl Bench<'_> {
 
     async fn start_baseline(&self) -> Result<Server, Failure> {
         let listen = process::free_address()?;
-        let files = self.workdir.server_files();
         let mut command = Command::new(&self.own_exe);
         command
             .arg("baseline")
             .arg("--listen")
-            .arg(listen.to_string())
-            .arg("--tls-cert")
-            .arg(&files.cert)
-            .arg("--tls-key")
-            .arg(&files.key)
-            .arg("--client-ca")
-            .arg(&files.client_ca)
+            .arg(listen.to_string());
+        self.server_tls_args(&mut command);
+        command
             // The baseline exits when this pipe closes, i.e. when we do.
             .stdin(Stdio::piped())
             .stdout(Stdio::null());
