@@ -234,10 +234,7 @@ struct Setup {
 impl Setup {
     fn new() -> Setup {
         let pki = Pki::new();
-        // `Pki::new` leaves its dir at the umask's 0755; `serve` rightly
-        // refuses a scratch dir others can enter.
-        std::fs::set_permissions(pki.scratch_dir(), std::fs::Permissions::from_mode(0o700))
-            .expect("chmod 0700");
+        pki.make_scratch_private();
         let client_files = pki.client_files("client", ClientName::CommonName("tester".into()));
         Setup {
             pki,

@@ -57,9 +57,7 @@ struct Setup {
 impl Setup {
     fn new() -> Setup {
         let pki = Pki::new();
-        // `serve` refuses a scratch dir others can enter.
-        std::fs::set_permissions(pki.scratch_dir(), std::fs::Permissions::from_mode(0o700))
-            .expect("chmod 0700");
+        pki.make_scratch_private();
         // The key lives beside the scratch dir's files, as a mounted Secret
         // would; the snapshot files are only the tmpvault.* ones.
         let key = pki.scratch_dir().join("snapshot.key");

@@ -86,6 +86,15 @@ impl Pki {
     pub fn scratch_dir(&self) -> &Path {
         self.dir.path()
     }
+
+    /// Makes the directory mode 0700, so that `tmpvault serve` can use it as
+    /// its scratch dir: `Pki::new` leaves it at the umask's 0755, and
+    /// `serve` rightly refuses a scratch dir others can enter.
+    pub fn make_scratch_private(&self) {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(self.scratch_dir(), std::fs::Permissions::from_mode(0o700))
+            .expect("chmod 0700");
+    }
 }
 
 /// The configuration the tests start from: small limits, short deadlines.
