@@ -232,8 +232,16 @@ fn rfc3339(time: SystemTime) -> crate::timefmt::Rfc3339 {
 }
 
 fn etag(revision: u64) -> HeaderValue {
+    // `"<hex>"` without leading zeros, formed on the stack: the header
+    // value is then the only allocation.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digits = (64 - revision.leading_zeros()).div_ceil(4).max(1) as usize;
+    let mut tag = [b'"'; 18];
+    for index in 0..digits {
+        tag[digits - index] = HEX[((revision >> (4 * index)) & 0xf) as usize];
+    }
     // Hex digits and quotes are always a valid header value.
-    header_text(format!("\"{revision:x}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
+    HeaderValue::from_bytes(&tag[..digits + 2]).unwrap_or(HeaderValue::from_static("\"0\""))
 }
 
 /// A header value that takes over `text`'s buffer instead of copying it.
@@ -241,66 +249,64 @@ fn header_text(text: String) -> Option<HeaderValue> {
     HeaderValue::from_maybe_shared(Bytes::from(text)).ok()
 }
 
-/// The metadata JSON object of the API (never a value), serialized
-/// straight from [`Meta`]: no intermediate `serde_json::Value` (its map and
-/// strings cost a tenth of a PUT's server CPU).
-#[derive(serde::Serialize)]
-struct MetaJson<'a> {
-    key: &'a str,
-    kind: &'static str,
-    size: u64,
-    version: u64,
-    created_at: Timestamp,
-    updated_at: Timestamp,
-    expires_at: Timestamp,
-    reads_left: Option<u32>,
-    content_type: Option<&'a str>,
-}
+/// The metadata JSON object of the API (never a value), written by hand
+/// (see [`crate::json`] for why): the object every write answers and every
+/// listing is made of.
+struct MetaJson<'a>(&'a Meta);
 
-impl<'a> From<&'a Meta> for MetaJson<'a> {
-    fn from(meta: &'a Meta) -> MetaJson<'a> {
-        MetaJson {
-            key: meta.key.as_str(),
-            kind: meta.kind.as_str(),
-            size: meta.size,
-            version: meta.version,
-            created_at: Timestamp(meta.created_at),
-            updated_at: Timestamp(meta.updated_at),
-            expires_at: Timestamp(meta.expires_at),
-            reads_left: meta.reads_left,
-            content_type: meta.content_type.as_deref(),
+impl MetaJson<'_> {
+    /// A metadata object is about 250 bytes: room for it up front, so the
+    /// buffer is not grown (copied and wiped) on the way.
+    const CAPACITY: usize = 384;
+
+    /// Appends the object to `out`.
+    fn write(&self, out: &mut Vec<u8>) {
+        use crate::json::{push_str, push_u64};
+        let meta = self.0;
+        out.extend_from_slice(b"{\"key\":");
+        push_str(out, meta.key.as_str());
+        out.extend_from_slice(b",\"kind\":");
+        push_str(out, meta.kind.as_str());
+        out.extend_from_slice(b",\"size\":");
+        push_u64(out, meta.size);
+        out.extend_from_slice(b",\"version\":");
+        push_u64(out, meta.version);
+        for (name, time) in [
+            (&b",\"created_at\":"[..], meta.created_at),
+            (b",\"updated_at\":", meta.updated_at),
+            (b",\"expires_at\":", meta.expires_at),
+        ] {
+            out.extend_from_slice(name);
+            push_str(out, rfc3339(time).as_str());
         }
+        out.extend_from_slice(b",\"reads_left\":");
+        match meta.reads_left {
+            Some(left) => push_u64(out, u64::from(left)),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"content_type\":");
+        match meta.content_type.as_deref() {
+            Some(content_type) => push_str(out, content_type),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.push(b'}');
     }
-}
 
-/// A time that serializes as an RFC 3339 string with milliseconds.
-struct Timestamp(SystemTime);
-
-impl serde::Serialize for Timestamp {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(rfc3339(self.0).as_str())
+    /// The object alone, as a response body.
+    fn bytes(&self) -> Bytes {
+        let mut out = Vec::with_capacity(Self::CAPACITY);
+        self.write(&mut out);
+        Bytes::from(out)
     }
 }
 
 /// The metadata JSON object of the API (never a value), as a value.
 pub fn meta_json(meta: &Meta) -> serde_json::Value {
-    serde_json::to_value(MetaJson::from(meta)).unwrap_or(serde_json::Value::Null)
-}
-
-/// Serializes `value`, which is made of strings, numbers and options only
-/// and so cannot fail; an empty body rather than a panic if it ever did.
-fn json_bytes(value: &impl serde::Serialize) -> Bytes {
-    // A metadata object is about 250 bytes: room for it up front, so the
-    // buffer is not grown (copied and wiped) on the way.
-    let mut body = Vec::with_capacity(384);
-    match serde_json::to_writer(&mut body, value) {
-        Ok(()) => Bytes::from(body),
-        Err(_) => Bytes::new(),
-    }
+    serde_json::from_slice(&MetaJson(meta).bytes()).unwrap_or(serde_json::Value::Null)
 }
 
 fn meta_response(status: StatusCode, meta: &Meta) -> Response<ResponseBody> {
-    let mut response = json_response(status, json_bytes(&MetaJson::from(meta)));
+    let mut response = json_response(status, MetaJson(meta).bytes());
     response.headers_mut().insert(ETAG, etag(meta.revision));
     response
 }
@@ -854,16 +860,22 @@ impl Api {
                 .list_filtered(prefix, after.as_ref().map(Key::as_str), limit, |key| {
                     self.access.allows(identity, key.as_str(), Operation::List)
                 });
-        #[derive(serde::Serialize)]
-        struct Page<'a> {
-            items: Vec<MetaJson<'a>>,
-            next: Option<&'a str>,
+        // `{"items":[...],"next":...}`, the objects written one after another.
+        let mut body = Vec::with_capacity(MetaJson::CAPACITY * (page.len() + 1));
+        body.extend_from_slice(b"{\"items\":[");
+        for (index, meta) in page.iter().enumerate() {
+            if index > 0 {
+                body.push(b',');
+            }
+            MetaJson(meta).write(&mut body);
         }
-        let page = Page {
-            items: page.iter().map(MetaJson::from).collect(),
-            next: next.as_ref().map(Key::as_str),
-        };
-        Ok(json_text_response(json_bytes(&page)))
+        body.extend_from_slice(b"],\"next\":");
+        match &next {
+            Some(key) => crate::json::push_str(&mut body, key.as_str()),
+            None => body.extend_from_slice(b"null"),
+        }
+        body.push(b'}');
+        Ok(json_text_response(Bytes::from(body)))
     }
 
     async fn push<B>(
@@ -927,6 +939,65 @@ impl Api {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn meta(reads_left: Option<u32>, content_type: Option<&str>) -> Meta {
+        let epoch = SystemTime::UNIX_EPOCH;
+        Meta {
+            key: Key::parse("team-a/db.password").expect("a key"),
+            kind: crate::store::Kind::Secret,
+            size: 1024,
+            version: 7,
+            revision: 0x1f,
+            created_at: epoch + Duration::from_millis(1_767_225_600_123),
+            updated_at: epoch + Duration::from_millis(1_767_225_601_000),
+            expires_at: epoch + Duration::from_secs(1_767_229_200),
+            reads_left,
+            content_type: content_type.map(Arc::from),
+        }
+    }
+
+    #[test]
+    fn etags_are_quoted_hex_without_leading_zeros() {
+        for (revision, tag) in [
+            (0, "\"0\""),
+            (0x1f, "\"1f\""),
+            (0x100, "\"100\""),
+            (u64::MAX, "\"ffffffffffffffff\""),
+        ] {
+            assert_eq!(etag(revision), tag);
+            assert_eq!(revision_from_etag(tag.trim_matches('"')), Some(revision));
+        }
+    }
+
+    #[test]
+    fn metadata_objects_are_exact_json() {
+        let text = MetaJson(&meta(Some(3), Some("text/plain; x=\"a\\b\""))).bytes();
+        assert_eq!(
+            std::str::from_utf8(&text).expect("UTF-8"),
+            concat!(
+                r#"{"key":"team-a/db.password","kind":"secret","size":1024,"version":7,"#,
+                r#""created_at":"2026-01-01T00:00:00.123Z","updated_at":"2026-01-01T00:00:01.000Z","#,
+                r#""expires_at":"2026-01-01T01:00:00.000Z","reads_left":3,"#,
+                r#""content_type":"text/plain; x=\"a\\b\""}"#
+            )
+        );
+        let value: serde_json::Value = serde_json::from_slice(&text).expect("JSON");
+        assert_eq!(value["content_type"], "text/plain; x=\"a\\b\"");
+        assert_eq!(
+            meta_json(&meta(None, None)),
+            serde_json::json!({
+                "key": "team-a/db.password",
+                "kind": "secret",
+                "size": 1024,
+                "version": 7,
+                "created_at": "2026-01-01T00:00:00.123Z",
+                "updated_at": "2026-01-01T00:00:01.000Z",
+                "expires_at": "2026-01-01T01:00:00.000Z",
+                "reads_left": null,
+                "content_type": null,
+            })
+        );
+    }
 
     #[test]
     fn routes() {

@@ -37,6 +37,8 @@
 //!   per request.
 //! - [`reload`]: SIGHUP and file-change reload of certificates, client CA
 //!   and policy, keeping the old configuration when the new one is bad.
+//! - [`json`]: JSON written by hand for the audit line and the metadata
+//!   object, the two outputs of every request.
 //! - [`timefmt`]: RFC 3339 timestamps without allocation, for responses
 //!   and audit lines.
 //! - [`tls`]: rustls server and client configuration (ring provider, TLS 1.3,
@@ -66,6 +68,7 @@ pub mod dev;
 pub mod harden;
 pub mod identity;
 pub mod journal;
+pub mod json;
 pub mod key;
 pub mod logging;
 pub mod metrics;

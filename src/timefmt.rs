@@ -64,11 +64,15 @@ pub fn rfc3339(time: SystemTime, fraction: Fraction) -> Rfc3339 {
     let of_day = seconds % 86_400;
     let mut bytes = [0u8; LONGEST];
     let mut at = 0;
-    let mut put = |value: u64, width: u32, after: Option<u8>| {
-        for place in (0..width).rev() {
-            bytes[at] = b'0' + (value / 10u64.pow(place) % 10) as u8;
-            at += 1;
+    let mut put = |value: u64, width: usize, after: Option<u8>| {
+        // Right to left, dividing by the constant 10 (a multiply), not by
+        // a power of ten per digit (a real division, tens of cycles each).
+        let mut rest = value;
+        for digit in bytes[at..at + width].iter_mut().rev() {
+            *digit = b'0' + (rest % 10) as u8;
+            rest /= 10;
         }
+        at += width;
         if let Some(separator) = after {
             bytes[at] = separator;
             at += 1;
