@@ -1,10 +1,11 @@
 //! Logging with `tracing`: human text or one JSON object per line, to
 //! stderr. `RUST_LOG` overrides the default level (`info`).
 //!
-//! The `audit` target (one line per request, see [`crate::audit`]) is always
-//! JSON, since it is read by machines, formatted by
-//! [`crate::audit::LineLayer`], and goes to stderr with the other logs or,
-//! with `--audit-log FILE`, to that file (append, 0600).
+//! The audit line (one per request, see [`crate::audit`]) is always JSON,
+//! since it is read by machines. It is formatted by [`crate::audit::emit`]
+//! rather than as a `tracing` event, but `RUST_LOG` still decides, for the
+//! `audit` target, whether it is written; it goes to stderr with the other
+//! logs or, with `--audit-log FILE`, to that file (append, 0600).
 //!
 //! Nothing logs a secret value: handlers never pass one to a log macro, and
 //! the only type that holds one ([`crate::secret::SecretBytes`]) prints as
@@ -50,13 +51,24 @@ pub fn init(format: LogFormat, audit_log: Option<&Path>) -> std::io::Result<()> 
                 .mode(0o600)
                 .open(path)?,
         ),
-        None => crate::audit::Sink::Stderr,
+        None => crate::audit::Sink::stderr(),
     };
-    let audit = crate::audit::LineLayer::new(sink).with_filter(only_audit);
+    // Audit lines are not tracing events, but this layer lets `RUST_LOG`
+    // decide about the `audit` target as for any other: `audit::install`
+    // asks the subscriber whether that target is enabled.
+    let audit_gate = AuditGate.with_filter(only_audit);
     let _ = tracing_subscriber::registry()
         .with(filter)
         .with(main)
-        .with(audit)
+        .with(audit_gate)
         .try_init();
+    crate::audit::install(sink);
     Ok(())
 }
+
+/// A layer that does nothing with events: with its filter, it makes the
+/// subscriber answer "enabled" for the `audit` target when `RUST_LOG` lets
+/// that target through (see [`crate::audit::install`]).
+struct AuditGate;
+
+impl<S: tracing::Subscriber> Layer<S> for AuditGate {}
