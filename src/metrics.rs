@@ -1,8 +1,10 @@
 //! Counters for `/metrics`, rendered in the Prometheus text format.
 //!
-//! Request counts live in a fixed table of atomics indexed by route template
+//! Request counts live in fixed tables of atomics indexed by route template
 //! and status code: counting a request is one relaxed `fetch_add`, with no
-//! lock and no allocation on the request path. Labels are route templates
+//! lock and no allocation on the request path. There is one table per
+//! group of threads, summed at scrape time, so that two cores counting at
+//! once do not pass the same cache line back and forth on every request. Labels are route templates
 //! and check ids, never a key or a value.
 
 use std::fmt::Write;
@@ -31,23 +33,51 @@ const STATUSES: [u16; 17] = [
     200, 201, 204, 304, 400, 401, 403, 404, 405, 408, 409, 412, 413, 429, 431, 503, 507,
 ];
 
+/// Counters in one table: a route's row of statuses, plus `other`.
+const CELLS: usize = ROUTES.len() * (STATUSES.len() + 1);
+/// Tables: threads are spread over them round-robin.
+const TABLES: usize = 8;
+/// Counters per cache line.
+const PER_LINE: usize = 8;
+/// Cache lines per table (tables never share a line).
+const LINES: usize = CELLS.div_ceil(PER_LINE);
+
+/// One cache line of counters.
+#[repr(align(64))]
+#[derive(Debug, Default)]
+struct Line([AtomicU64; PER_LINE]);
+
 /// Requests served, by route template and status.
 #[derive(Debug)]
 pub struct RequestCounters {
-    counts: Vec<AtomicU64>,
+    /// `TABLES` tables of `LINES` lines each.
+    lines: Vec<Line>,
 }
 
 impl Default for RequestCounters {
     fn default() -> RequestCounters {
         RequestCounters {
-            counts: (0..ROUTES.len() * (STATUSES.len() + 1))
-                .map(|_| AtomicU64::new(0))
-                .collect(),
+            lines: (0..TABLES * LINES).map(|_| Line::default()).collect(),
         }
     }
 }
 
+/// The table this thread counts in.
+fn table() -> usize {
+    use std::sync::atomic::AtomicUsize;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static TABLE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % TABLES;
+    }
+    TABLE.with(|table| *table)
+}
+
 impl RequestCounters {
+    /// The counter of `cell` in `table`.
+    fn counter(&self, table: usize, cell: usize) -> &AtomicU64 {
+        &self.lines[table * LINES + cell / PER_LINE].0[cell % PER_LINE]
+    }
+
     /// Counts one request answered on `route` (a template) with `status`.
     pub fn record(&self, route: &str, status: u16) {
         let route_index = ROUTES
@@ -58,28 +88,25 @@ impl RequestCounters {
             .iter()
             .position(|known| *known == status)
             .unwrap_or(STATUSES.len());
-        let index = route_index * (STATUSES.len() + 1) + status_index;
-        if let Some(counter) = self.counts.get(index) {
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
+        let cell = route_index * (STATUSES.len() + 1) + status_index;
+        self.counter(table(), cell).fetch_add(1, Ordering::Relaxed);
     }
 
     /// Every non-zero count as (route, status label, count).
     fn nonzero(&self) -> impl Iterator<Item = (&'static str, String, u64)> + '_ {
-        self.counts
-            .iter()
-            .enumerate()
-            .filter_map(|(index, counter)| {
-                let count = counter.load(Ordering::Relaxed);
-                if count == 0 {
-                    return None;
-                }
-                let route = ROUTES[index / (STATUSES.len() + 1)].1;
-                let status = STATUSES
-                    .get(index % (STATUSES.len() + 1))
-                    .map_or_else(|| "other".to_owned(), u16::to_string);
-                Some((route, status, count))
-            })
+        (0..CELLS).filter_map(|cell| {
+            let count = (0..TABLES)
+                .map(|table| self.counter(table, cell).load(Ordering::Relaxed))
+                .sum::<u64>();
+            if count == 0 {
+                return None;
+            }
+            let route = ROUTES[cell / (STATUSES.len() + 1)].1;
+            let status = STATUSES
+                .get(cell % (STATUSES.len() + 1))
+                .map_or_else(|| "other".to_owned(), u16::to_string);
+            Some((route, status, count))
+        })
     }
 }
 
@@ -354,6 +381,33 @@ mod tests {
                 ("/v1/secrets", "other".to_owned(), 1),
                 ("unknown", "404".to_owned(), 1),
             ]
+        );
+    }
+
+    #[test]
+    fn counts_from_many_threads_are_summed() {
+        let counters = std::sync::Arc::new(RequestCounters::default());
+        let threads: Vec<_> = (0..2 * TABLES + 1)
+            .map(|_| {
+                let counters = std::sync::Arc::clone(&counters);
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        counters.record("/v1/lists/{key}/pop", 507);
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("a thread");
+        }
+        let rows: Vec<_> = counters.nonzero().collect();
+        assert_eq!(
+            rows,
+            [(
+                "/v1/lists/:key/pop",
+                "507".to_owned(),
+                (2 * TABLES as u64 + 1) * 1000
+            )]
         );
     }
 }

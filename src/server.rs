@@ -348,23 +348,33 @@ impl Connection {
             inner: tls,
             activity: Arc::clone(&activity),
         });
-        let api = Arc::clone(&self.api);
-        let health = Arc::clone(&self.health);
+        // What every request on this connection needs, behind one
+        // per-connection `Arc`: cloning it for each request touches a
+        // counter only this connection uses, where cloning the shared `Api`
+        // and `Health` would bounce their counters between cores.
+        let context = Arc::new(RequestContext {
+            api: Arc::clone(&self.api),
+            health: Arc::clone(&self.health),
+            identity,
+        });
         let service = service_fn(move |request: Request<Incoming>| {
-            let api = Arc::clone(&api);
-            let identity = Arc::clone(&identity);
-            let health = Arc::clone(&health);
+            let context = Arc::clone(&context);
             async move {
+                let RequestContext {
+                    api,
+                    health,
+                    identity,
+                } = &*context;
                 let started = Instant::now();
                 let request_id = audit::next_request_id();
                 let method = request.method().clone();
                 let route = route_template(request.uri().path());
-                let (mut response, info) = api.handle(&identity, request).await;
+                let (mut response, info) = api.handle(identity, request).await;
                 let status = response.status().as_u16();
                 health.requests.record(route, status);
                 audit::emit(&audit::Record {
                     request_id,
-                    identity: &identity,
+                    identity,
                     method: method.as_str(),
                     route,
                     info: &info,
@@ -400,6 +410,13 @@ impl Connection {
             }
         }
     }
+}
+
+/// What a connection's requests share.
+struct RequestContext {
+    api: Arc<Api>,
+    health: Arc<Health>,
+    identity: Identity,
 }
 
 /// When a connection last moved a byte, in milliseconds since its start.

@@ -544,7 +544,11 @@ impl Store {
 
     /// Charges `new` bytes against the budget in place of `old`.
     fn charge(&self, old: u64, new: u64) -> Result<(), StoreError> {
-        if new <= old {
+        if new == old {
+            // A same-size rewrite: no write to the counter every core shares.
+            return Ok(());
+        }
+        if new < old {
             self.shared.used.fetch_sub(old - new, Ordering::Relaxed);
             return Ok(());
         }
@@ -562,6 +566,11 @@ impl Store {
     /// Tells the purge task about a new deadline if it is the earliest yet.
     fn schedule(&self, deadline: Instant) {
         let at = deadline.duration_since(self.shared.epoch).as_nanos() as u64;
+        // Most deadlines are later than the next wake: a load, shared
+        // between cores, answers that without a write to the line.
+        if self.shared.next_wake.load(Ordering::Acquire) <= at {
+            return;
+        }
         if self.shared.next_wake.fetch_min(at, Ordering::AcqRel) > at {
             self.shared.wake.notify_one();
         }
