@@ -8,7 +8,6 @@
 //! the numbers are for spotting a change, not for a datasheet.
 
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
@@ -27,7 +26,7 @@ fn options(ttl: Duration) -> PutOptions {
     PutOptions {
         ttl,
         max_reads: None,
-        content_type: Arc::from("application/octet-stream"),
+        content_type: tmpvault::store::MediaType::Default,
         precondition: Precondition::None,
     }
 }

@@ -49,7 +49,7 @@ fn options() -> PutOptions {
     PutOptions {
         ttl: Duration::from_secs(3600),
         max_reads: None,
-        content_type: Arc::from("application/octet-stream"),
+        content_type: tmpvault::store::MediaType::Default,
         precondition: Precondition::None,
     }
 }

@@ -29,7 +29,7 @@ use crate::policy::{Operation, Policy};
 use crate::problem::ApiError;
 use crate::ratelimit::RateLimiter;
 use crate::secret::SecretBytes;
-use crate::store::{End, Meta, Precondition, PutOptions, Store};
+use crate::store::{End, MediaType, Meta, Precondition, PutOptions, Store};
 use crate::units::{format_duration, parse_duration};
 
 /// The response body type of every route.
@@ -42,7 +42,7 @@ pub const READS_LEFT: HeaderName = HeaderName::from_static("x-tmpvault-reads-lef
 /// Header with the items left in a list after a pop.
 pub const ITEMS_LEFT: HeaderName = HeaderName::from_static("x-tmpvault-items-left");
 
-const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
+const DEFAULT_CONTENT_TYPE: &str = MediaType::DEFAULT;
 const MAX_CONTENT_TYPE_LEN: usize = 255;
 /// Largest JSON body PATCH accepts.
 const MAX_JSON_BODY: u64 = 4096;
@@ -322,11 +322,12 @@ fn created_or_ok(created: bool) -> StatusCode {
 
 /// Headers a secret's GET and HEAD share.
 fn secret_headers(headers: &mut HeaderMap, meta: &Meta) {
-    let content_type = meta
-        .content_type
-        .as_deref()
-        .and_then(|value| HeaderValue::from_str(value).ok())
-        .unwrap_or(HeaderValue::from_static(DEFAULT_CONTENT_TYPE));
+    let content_type = match &meta.content_type {
+        None | Some(MediaType::Default) => HeaderValue::from_static(DEFAULT_CONTENT_TYPE),
+        Some(other) => {
+            HeaderValue::from_str(other).unwrap_or(HeaderValue::from_static(DEFAULT_CONTENT_TYPE))
+        }
+    };
     headers.insert(CONTENT_TYPE, content_type);
     headers.insert(ETAG, etag(meta.revision));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -419,18 +420,13 @@ fn revision_from_etag(tag: &str) -> Option<u64> {
 /// `application/x-www-form-urlencoded` unless told otherwise; a secret is
 /// never a form, so that label is stored as the default instead of being
 /// served back on every GET.
-fn content_type(headers: &HeaderMap) -> Result<Arc<str>, ApiError> {
-    // Most secrets have the default type: they all share one allocation.
-    static DEFAULT: std::sync::LazyLock<Arc<str>> =
-        std::sync::LazyLock::new(|| Arc::from(DEFAULT_CONTENT_TYPE));
+fn content_type(headers: &HeaderMap) -> Result<MediaType, ApiError> {
     match header_str(headers, &CONTENT_TYPE)?.map(str::trim) {
-        None | Some("" | "application/x-www-form-urlencoded" | DEFAULT_CONTENT_TYPE) => {
-            Ok(Arc::clone(&DEFAULT))
-        }
+        None | Some("" | "application/x-www-form-urlencoded") => Ok(MediaType::Default),
         Some(value) if value.len() > MAX_CONTENT_TYPE_LEN => Err(ApiError::InvalidRequest(
             format!("the Content-Type is longer than {MAX_CONTENT_TYPE_LEN} bytes"),
         )),
-        Some(value) => Ok(Arc::from(value)),
+        Some(value) => Ok(MediaType::from(value)),
     }
 }
 
@@ -952,7 +948,7 @@ mod tests {
             updated_at: epoch + Duration::from_millis(1_767_225_601_000),
             expires_at: epoch + Duration::from_secs(1_767_229_200),
             reads_left,
-            content_type: content_type.map(Arc::from),
+            content_type: content_type.map(MediaType::from),
         }
     }
 

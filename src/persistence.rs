@@ -1040,7 +1040,7 @@ mod tests {
         let options = PutOptions {
             ttl: Duration::from_secs(600),
             max_reads,
-            content_type: Arc::from("text/plain"),
+            content_type: crate::store::MediaType::from("text/plain"),
             precondition: Precondition::None,
         };
         store
@@ -1209,7 +1209,7 @@ mod tests {
             updated_at: at,
             expires_at: at,
             reads_left: Some(3),
-            content_type: Some(Arc::from("text/plain")),
+            content_type: Some(crate::store::MediaType::from("text/plain")),
         };
         let change = |seq, op| Change {
             key: key("k"),
@@ -1224,7 +1224,7 @@ mod tests {
             updated_at: at,
             expires_at: at,
             reads_left: None,
-            content_type: Arc::from("text/plain"),
+            content_type: crate::store::MediaType::from("text/plain"),
         };
         let state = |replay: &Replay| match replay.slots.get(&key("k")) {
             Some(Slot::Live(record)) => match &record.value {
@@ -1459,7 +1459,7 @@ mod tests {
         let options = |seconds| PutOptions {
             ttl: Duration::from_secs(seconds),
             max_reads: None,
-            content_type: Arc::from("text/plain"),
+            content_type: crate::store::MediaType::from("text/plain"),
             precondition: Precondition::None,
         };
         store

@@ -1160,7 +1160,7 @@ fn decode_record(decoder: &mut Decoder<'_>) -> Result<Record, Malformed> {
     let content_type = if flags & HAS_CONTENT_TYPE == 0 {
         None
     } else {
-        Some(decoder.text("a content type")?)
+        Some(decoder.text("a content type")?.into())
     };
     let value = if kind == SECRET {
         RecordValue::Secret(Arc::new(decoder.secret("a value")?))
@@ -1209,7 +1209,7 @@ fn decode_change(payload: &[u8]) -> Result<Change<Key, SecretBytes>, Malformed> 
             } else {
                 Some(decoder.u32("reads_left")?)
             };
-            let content_type = decoder.text("a content type")?;
+            let content_type = decoder.text("a content type")?.into();
             let value = decoder.secret("a value")?;
             ChangeOp::Put {
                 value,
@@ -1770,7 +1770,7 @@ mod tests {
                 updated_at: at(2_000),
                 expires_at: at(4_000_000_000),
                 reads_left: Some(2),
-                content_type: Some(Arc::from("text/plain")),
+                content_type: Some(crate::store::MediaType::from("text/plain")),
             },
             Record {
                 key: key("pool"),
@@ -1816,7 +1816,7 @@ mod tests {
                     updated_at: at(10),
                     expires_at: at(4_000_000_000),
                     reads_left: Some(1),
-                    content_type: Arc::from("application/octet-stream"),
+                    content_type: crate::store::MediaType::from("application/octet-stream"),
                 },
             ),
             (
@@ -1881,7 +1881,7 @@ mod tests {
                     updated_at: *updated_at,
                     expires_at: *expires_at,
                     reads_left: *reads_left,
-                    content_type: Arc::clone(content_type),
+                    content_type: content_type.clone(),
                 },
                 ChangeOp::Push {
                     item,
@@ -2010,7 +2010,7 @@ mod tests {
                 updated_at: at(1),
                 expires_at: at(4_000_000_000),
                 reads_left: None,
-                content_type: Some(Arc::from("application/octet-stream")),
+                content_type: Some(crate::store::MediaType::from("application/octet-stream")),
             })
             .collect();
         let key = test_key(2);

@@ -29,6 +29,7 @@
 //!   `OnceLock`); reads that do not count against `max_reads` never look.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
 use std::hash::{BuildHasher, RandomState};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -139,7 +140,7 @@ pub struct Meta {
     /// Reads left before a secret is wiped, if it has `max_reads`.
     pub reads_left: Option<u32>,
     /// Media type of a secret (lists have none).
-    pub content_type: Option<Arc<str>>,
+    pub content_type: Option<MediaType>,
 }
 
 /// An entry whole and owned, as snapshots hold it: [`Store::export`] makes
@@ -166,7 +167,7 @@ pub struct Record {
     /// Reads left before a secret is wiped, if it has `max_reads`.
     pub reads_left: Option<u32>,
     /// Media type of a secret.
-    pub content_type: Option<Arc<str>>,
+    pub content_type: Option<MediaType>,
 }
 
 /// What a [`Record`] holds.
@@ -222,7 +223,7 @@ pub enum ChangeOp<V> {
         /// `max_reads`, if given.
         reads_left: Option<u32>,
         /// The media type.
-        content_type: Arc<str>,
+        content_type: MediaType,
     },
     /// An item appended to a list; `created` when this push made the list.
     Push {
@@ -292,7 +293,7 @@ struct Entry {
     /// write; renewals and counted reads move it on alone).
     seq: u64,
     reads_left: Option<u32>,
-    content_type: Option<Arc<str>>,
+    content_type: Option<MediaType>,
     /// What this entry is charged against the memory budget.
     charge: u64,
 }
@@ -360,6 +361,74 @@ pub enum End {
     Oldest,
 }
 
+/// A secret's media type. Most secrets have the default, which then costs
+/// no allocation and no reference count: when it was one `Arc` shared by
+/// every such secret, each write incremented and decremented its count
+/// four times from whichever core served it, and those `lock` instructions
+/// were among the hottest of `Store::put` (perf annotate, keep-alive PUT).
+#[derive(Clone)]
+pub enum MediaType {
+    /// [`MediaType::DEFAULT`].
+    Default,
+    /// Any other type, as the client sent it.
+    Other(Arc<str>),
+}
+
+impl MediaType {
+    /// The type of a secret written without one.
+    pub const DEFAULT: &'static str = "application/octet-stream";
+
+    /// The type as text.
+    pub fn as_str(&self) -> &str {
+        match self {
+            MediaType::Default => MediaType::DEFAULT,
+            MediaType::Other(text) => text,
+        }
+    }
+}
+
+impl std::ops::Deref for MediaType {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl From<&str> for MediaType {
+    fn from(text: &str) -> MediaType {
+        if text == MediaType::DEFAULT {
+            MediaType::Default
+        } else {
+            MediaType::Other(Arc::from(text))
+        }
+    }
+}
+
+impl From<Arc<str>> for MediaType {
+    fn from(text: Arc<str>) -> MediaType {
+        if &*text == MediaType::DEFAULT {
+            MediaType::Default
+        } else {
+            MediaType::Other(text)
+        }
+    }
+}
+
+impl PartialEq for MediaType {
+    fn eq(&self, other: &MediaType) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for MediaType {}
+
+impl fmt::Debug for MediaType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
 /// How a secret is written.
 #[derive(Clone, Debug)]
 pub struct PutOptions {
@@ -368,7 +437,7 @@ pub struct PutOptions {
     /// Reads allowed before the secret is wiped.
     pub max_reads: Option<u32>,
     /// The media type served back on GET.
-    pub content_type: Arc<str>,
+    pub content_type: MediaType,
     /// Condition on the current state.
     pub precondition: Precondition,
 }
@@ -635,7 +704,7 @@ impl Store {
                     updated_at: wall_now,
                     expires_at: wall_clock_at(deadline, now, wall_now),
                     reads_left: options.max_reads,
-                    content_type: Arc::clone(&options.content_type),
+                    content_type: options.content_type.clone(),
                 },
             });
             if let Err(error) = journaled {
@@ -1241,7 +1310,7 @@ mod tests {
         PutOptions {
             ttl: Duration::from_secs(ttl_secs),
             max_reads: None,
-            content_type: Arc::from("application/octet-stream"),
+            content_type: MediaType::from("application/octet-stream"),
             precondition: Precondition::None,
         }
     }
@@ -1557,7 +1626,7 @@ mod tests {
         let store = Store::new(1 << 20);
         let mut opts = options(600);
         opts.max_reads = Some(3);
-        opts.content_type = Arc::from("text/plain");
+        opts.content_type = MediaType::from("text/plain");
         store.put(&key("a"), secret(b"alpha"), opts).unwrap();
         store.get(&key("a"), true).unwrap();
         let ttl = Duration::from_secs(60);
@@ -1581,7 +1650,7 @@ mod tests {
             updated_at: SystemTime::UNIX_EPOCH,
             expires_at: SystemTime::now() - Duration::from_secs(1),
             reads_left: None,
-            content_type: Some(Arc::from("text/plain")),
+            content_type: Some(MediaType::from("text/plain")),
         });
         let highest = records.iter().map(|r| r.seq).max().unwrap();
 

@@ -5,7 +5,6 @@
 //! document. No network: the document is read at compile time.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde_json::Value;
@@ -485,7 +484,7 @@ fn metadata_schema_matches_the_served_object() {
         updated_at: SystemTime::UNIX_EPOCH,
         expires_at: SystemTime::UNIX_EPOCH,
         reads_left: None,
-        content_type: Some(Arc::from("text/plain")),
+        content_type: Some(tmpvault::store::MediaType::from("text/plain")),
     };
     let served = meta_json(&meta);
     let doc = doc();
