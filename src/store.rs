@@ -1306,6 +1306,24 @@ mod tests {
         SecretBytes::new(Zeroizing::new(bytes.to_vec()))
     }
 
+    #[test]
+    fn the_default_media_type_is_recognised_however_it_arrives() {
+        assert!(matches!(
+            MediaType::from("application/octet-stream"),
+            MediaType::Default
+        ));
+        assert!(matches!(
+            MediaType::from(Arc::<str>::from("application/octet-stream")),
+            MediaType::Default
+        ));
+        let other = MediaType::from("text/plain");
+        assert!(matches!(&other, MediaType::Other(text) if &**text == "text/plain"));
+        assert_eq!(other, MediaType::from(Arc::<str>::from("text/plain")));
+        assert_ne!(other, MediaType::Default);
+        assert_eq!(&*MediaType::Default, "application/octet-stream");
+        assert_eq!(format!("{other:?}"), "\"text/plain\"");
+    }
+
     fn options(ttl_secs: u64) -> PutOptions {
         PutOptions {
             ttl: Duration::from_secs(ttl_secs),
