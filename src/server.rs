@@ -217,7 +217,15 @@ impl Server {
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
             .max_buf_size(limits.max_header_bytes.max(8192))
-            .max_headers(100);
+            .max_headers(100)
+            // Without it, once a request's body is in, hyper reads ahead to
+            // notice a client hanging up mid-request. That read finds the
+            // buffer still referenced by the request in flight, so hyper
+            // allocates a fresh 8 KiB one: per request, an allocation and a
+            // wipe of the old buffer on free (~8,700 instructions, a fifth
+            // of a PUT). With it, the buffer is reused, and a client that
+            // shuts down its sending side after a request gets its answer.
+            .half_close(true);
         builder
             .http2()
             .timer(TokioTimer::new())

@@ -231,3 +231,37 @@ async fn plaintext_http_on_the_tls_port_is_closed_and_service_continues() {
     assert_eq!(try_get(&server.client).await.unwrap(), StatusCode::OK);
     server.stop().await;
 }
+
+/// A client may shut down its sending side once its request is out (TLS
+/// close_notify, then FIN): the request is still carried out and answered.
+/// The server does not read ahead for an early EOF while a request is in
+/// flight (hyper's `half_close`), which is also what lets hyper reuse its
+/// read buffer instead of allocating, and wiping, a new 8 KiB one per
+/// request.
+#[tokio::test]
+async fn a_request_followed_by_a_half_close_is_carried_out_and_answered() {
+    let server = TestServer::start().await;
+    let mut stream = raw_tls(server.addr, &server.client_files).await;
+    stream
+        .write_all(
+            b"PUT /v1/secrets/half/closed HTTP/1.1\r\nHost: localhost\r\n\
+              Content-Length: 5\r\n\r\nhello",
+        )
+        .await
+        .unwrap();
+    stream.shutdown().await.unwrap();
+    let (head, _) = common::read_response(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 201 "), "{head}");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "closed after the answer, not left open");
+    assert!(rest.is_empty(), "nothing after the one answer");
+    let read = server
+        .client
+        .request(Method::GET, "/v1/secrets/half/closed", &[], Bytes::new())
+        .await
+        .unwrap();
+    assert_eq!(read.status, StatusCode::OK);
+    assert_eq!(&read.body[..], b"hello");
+    server.stop().await;
+}
