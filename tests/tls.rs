@@ -191,13 +191,11 @@ async fn http2_is_negotiated_by_alpn_and_head_errors_have_no_body() {
 #[tokio::test]
 async fn an_oversize_content_length_is_refused_before_the_body_is_sent() {
     let server = TestServer::start().await;
-    let mut stream = raw_tls(server.addr, &server.client_files).await;
-    stream
-        .write_all(
-            b"PUT /v1/secrets/huge HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10000000\r\n\r\n",
-        )
-        .await
-        .unwrap();
+    let mut stream = raw_request(
+        &server,
+        b"PUT /v1/secrets/huge HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10000000\r\n\r\n",
+    )
+    .await;
     let mut response = vec![0u8; 2048];
     let read = tokio::time::timeout(Duration::from_secs(3), stream.read(&mut response))
         .await
@@ -232,6 +230,16 @@ async fn plaintext_http_on_the_tls_port_is_closed_and_service_continues() {
     server.stop().await;
 }
 
+/// Opens a raw mTLS connection and writes `request` on it as it is.
+async fn raw_request(
+    server: &TestServer,
+    request: &[u8],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut stream = raw_tls(server.addr, &server.client_files).await;
+    stream.write_all(request).await.expect("write the request");
+    stream
+}
+
 /// A client may shut down its sending side once its request is out (TLS
 /// close_notify, then FIN): the request is still carried out and answered.
 /// The server does not read ahead for an early EOF while a request is in
@@ -241,14 +249,12 @@ async fn plaintext_http_on_the_tls_port_is_closed_and_service_continues() {
 #[tokio::test]
 async fn a_request_followed_by_a_half_close_is_carried_out_and_answered() {
     let server = TestServer::start().await;
-    let mut stream = raw_tls(server.addr, &server.client_files).await;
-    stream
-        .write_all(
-            b"PUT /v1/secrets/half/closed HTTP/1.1\r\nHost: localhost\r\n\
-              Content-Length: 5\r\n\r\nhello",
-        )
-        .await
-        .unwrap();
+    let mut stream = raw_request(
+        &server,
+        b"PUT /v1/secrets/half/closed HTTP/1.1\r\nHost: localhost\r\n\
+          Content-Length: 5\r\n\r\nhello",
+    )
+    .await;
     stream.shutdown().await.unwrap();
     let (head, _) = common::read_response(&mut stream).await;
     assert!(head.starts_with("HTTP/1.1 201 "), "{head}");
