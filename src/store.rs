@@ -312,6 +312,14 @@ impl Value {
             Value::List(_) => Kind::List,
         }
     }
+
+    /// A secret's media type; a list has none.
+    fn media_type(&self) -> Option<&MediaType> {
+        match self {
+            Value::Secret(_, media_type) => Some(media_type),
+            Value::List(_) => None,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -515,9 +523,9 @@ fn wall_clock_at(deadline: Instant, now: Instant, wall_now: SystemTime) -> Syste
 
 impl Entry {
     fn meta(&self, key: &Key, now: Instant, wall_now: SystemTime) -> Meta {
-        let (size, content_type) = match &self.value {
-            Value::Secret(bytes, media_type) => (bytes.len() as u64, Some(media_type.clone())),
-            Value::List(items) => (items.len() as u64, None),
+        let size = match &self.value {
+            Value::Secret(bytes, _) => bytes.len() as u64,
+            Value::List(items) => items.len() as u64,
         };
         Meta {
             key: key.clone(),
@@ -529,7 +537,7 @@ impl Entry {
             updated_at: self.updated_at,
             expires_at: wall_clock_at(self.deadline, now, wall_now),
             reads_left: self.reads_left,
-            content_type,
+            content_type: self.value.media_type().cloned(),
         }
     }
 }
@@ -1135,10 +1143,7 @@ impl Store {
                         updated_at: entry.updated_at,
                         expires_at: wall_clock_at(entry.deadline, now, wall_now),
                         reads_left: entry.reads_left,
-                        content_type: match &entry.value {
-                            Value::Secret(_, media_type) => Some(media_type.clone()),
-                            Value::List(_) => None,
-                        },
+                        content_type: entry.value.media_type().cloned(),
                     })
                     .collect()
             };
@@ -1175,8 +1180,9 @@ impl Store {
             let key_bytes = record.key.as_str().len() as u64;
             let (value, charge) = match record.value {
                 RecordValue::Secret(bytes) => {
-                    // A record from before types were kept has none: the
-                    // default, as for a secret written without one.
+                    // The snapshot format makes the type optional; a secret
+                    // record without one gets the default, as a secret
+                    // written without one does.
                     let media_type = record.content_type.unwrap_or(MediaType::Default);
                     let charge = secret_charge(&record.key, &bytes, &media_type);
                     (Value::Secret(bytes, media_type), charge)
