@@ -13,7 +13,7 @@ use crate::harden::HardeningReport;
 use crate::ops::Ops;
 use crate::policy::{Policy, PolicyError};
 use crate::ratelimit::RateLimiter;
-use crate::reload::{ReloadStatus, Reloader};
+use crate::reload::{ReloadStatus, Reloader, Watched};
 use crate::selfcheck::{self, Context, Report};
 use crate::server::{Health, Server, ServerError};
 use crate::store::Store;
@@ -103,12 +103,14 @@ impl SelfcheckInputs {
     pub fn run(&self) -> Report {
         let config = &self.config;
         let reload_error = self.reload.last_error();
+        let trusted_files = crate::trusted::files(&config.tls, config.policy.as_deref());
         selfcheck::run(&selfcheck::Input {
             reload_error: reload_error.as_deref(),
             context: self.context,
             scratch_dir: &config.scratch_dir,
             allow_root: config.allow_root,
             tls_key_file: Some(&config.tls.key),
+            trusted_files: &trusted_files,
             snapshot: config.snapshot,
             snapshot_key_file: config.snapshot_key_file.as_deref(),
             max_memory: config.max_memory,
@@ -140,7 +142,7 @@ pub async fn start(
     config.validate()?;
     // Files first: a missing or bad file is the error to show, not buried
     // under the self-check table.
-    let tls = tls::server_config(&config.tls)?;
+    let tls = tls::server_tls(&config.tls, config.client_eku_required)?;
     let policy = config.policy.as_deref().map(Policy::load).transpose()?;
     let reload_status = Arc::new(ReloadStatus::default());
     let checks = SelfcheckInputs::new(config, mode, hardening, Arc::clone(&reload_status));
@@ -197,9 +199,13 @@ pub async fn start(
     };
     let server = Server::bind(config.listen, tls, api, config.limits.clone(), health).await?;
     let reloader = Reloader::new(
-        config.tls.clone(),
-        config.policy.clone(),
+        Watched {
+            files: config.tls.clone(),
+            client_eku_required: config.client_eku_required,
+            policy: config.policy.clone(),
+        },
         server.tls_handle(),
+        server.trust_handle(),
         access,
         reload_status,
     );

@@ -147,6 +147,16 @@ pub struct ServeArgs {
     /// How often certificate, CA and policy files are checked for changes.
     #[arg(long, env = "TMPVAULT_RELOAD_INTERVAL", default_value = "5s", value_parser = duration_arg)]
     reload_interval: Duration,
+    /// Require the clientAuth Extended Key Usage in client certificates
+    /// (`--client-eku-required=false` accepts a certificate with no EKU at
+    /// all, as RFC 5280 allows; one whose EKU lacks clientAuth never passes).
+    #[arg(long, env = "TMPVAULT_CLIENT_EKU_REQUIRED", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    client_eku_required: bool,
+    /// How long one connection may be used before it is closed gracefully
+    /// (GOAWAY / `Connection: close`) and the client reconnects, so one
+    /// handshake's identity does not last for ever.
+    #[arg(long, env = "TMPVAULT_MAX_CONNECTION_AGE", default_value = "10m", value_parser = duration_arg)]
+    max_connection_age: Duration,
     /// Connections served at once (more wait in the backlog).
     #[arg(long, env = "TMPVAULT_MAX_CONNECTIONS", default_value_t = Limits::default().max_connections)]
     max_connections: usize,
@@ -163,6 +173,7 @@ impl ServeArgs {
                 key: self.tls_key,
                 client_ca: self.client_ca,
             },
+            client_eku_required: self.client_eku_required,
             ops_listen: self.ops_listen,
             policy: self.policy,
             api: ApiSettings {
@@ -183,6 +194,7 @@ impl ServeArgs {
             allow_root: self.allow_root,
             limits: Limits {
                 max_connections: self.max_connections,
+                max_connection_age: self.max_connection_age,
                 ..Limits::default()
             },
         }
@@ -237,13 +249,22 @@ pub struct SelfcheckArgs {
     /// Memory budget to compare with the cgroup limit.
     #[arg(long, env = "TMPVAULT_MAX_MEMORY", value_parser = bytes_arg)]
     max_memory: Option<u64>,
-    /// Policy file (only its presence is checked here).
+    /// Policy file (its presence, and that only its owner may write it).
     #[arg(long, env = "TMPVAULT_POLICY")]
     policy: Option<PathBuf>,
 }
 
 fn selfcheck_command(args: &SelfcheckArgs, hardening: &HardeningReport) -> ExitCode {
+    let trusted_files: Vec<_> = args
+        .policy
+        .iter()
+        .map(|path| crate::trusted::TrustedFile {
+            what: "policy",
+            path: path.clone(),
+        })
+        .collect();
     let report = crate::selfcheck::run(&crate::selfcheck::Input {
+        trusted_files: &trusted_files,
         context: crate::selfcheck::Context::Selfcheck,
         scratch_dir: &args.scratch_dir,
         allow_root: args.allow_root,

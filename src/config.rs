@@ -57,6 +57,9 @@ pub struct ServeConfig {
     pub scratch_dir: PathBuf,
     /// Certificate, key and client CA files.
     pub tls: ServerTlsFiles,
+    /// `--client-eku-required`: client certificates must carry the
+    /// clientAuth Extended Key Usage.
+    pub client_eku_required: bool,
     /// The plain-HTTP listener for probes and metrics, if any.
     pub ops_listen: Option<SocketAddr>,
     /// The policy file, if any.

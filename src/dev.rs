@@ -126,6 +126,7 @@ async fn serve(args: &DevArgs, dir: &Path, hardening: HardeningReport) -> Result
             key: pki.server_key.clone(),
             client_ca: pki.ca_cert.clone(),
         },
+        client_eku_required: true,
         ops_listen: None,
         policy: None,
         api: ApiSettings {

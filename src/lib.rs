@@ -31,18 +31,24 @@
 //! - [`api`]: the v1 routes: request parsing, handlers, responses.
 //! - [`app`]: wiring from a validated config to a running service; `serve`,
 //!   `dev` and the tests all start through it.
-//! - [`identity`]: a client's identity from its verified certificate.
+//! - [`identity`]: a client's typed identity (`spiffe://...`, `dns:...`,
+//!   `cn:...`) from its verified certificate.
 //! - [`policy`], [`ratelimit`], [`audit`]: who may do what under which
 //!   prefix, requests per second per identity, and the one JSON audit line
 //!   per request.
+//! - [`trusted`]: the rule for files that decide who is trusted (server
+//!   certificate, client CA, policy): only their owners may write them.
 //! - [`reload`]: SIGHUP and file-change reload of certificates, client CA
 //!   and policy, keeping the old configuration when the new one is bad.
 //! - [`json`]: JSON written by hand for the audit line and the metadata
 //!   object, the two outputs of every request.
 //! - [`timefmt`]: RFC 3339 timestamps without allocation, for responses
 //!   and audit lines.
-//! - [`tls`]: rustls server and client configuration (ring provider, TLS 1.3,
-//!   client certificates required) and PEM loading.
+//! - [`tls`], [`kx`]: rustls server and client configuration (ring provider,
+//!   TLS 1.3, client certificates with the clientAuth EKU and a valid
+//!   identity required) and PEM loading; the post-quantum hybrid key
+//!   exchange X25519MLKEM768 built from ring's X25519 and RustCrypto's
+//!   ML-KEM.
 //! - [`server`]: the accept loop with a deadline on every phase, the
 //!   connection cap, and graceful shutdown.
 //! - [`pki`]: certificate generation for `tmpvault dev` and for tests.
@@ -70,6 +76,7 @@ pub mod identity;
 pub mod journal;
 pub mod json;
 pub mod key;
+pub mod kx;
 pub mod logging;
 pub mod metrics;
 pub mod ops;
@@ -87,4 +94,5 @@ pub mod store;
 pub mod sysinfo;
 pub mod timefmt;
 pub mod tls;
+pub mod trusted;
 pub mod units;

@@ -122,6 +122,14 @@ pub struct Snapshot<'a> {
     pub persistence: Option<PersistenceMetrics>,
     /// Failed or timed-out TLS handshakes.
     pub handshake_failures: u64,
+    /// Completed TLS handshakes.
+    pub handshakes: u64,
+    /// Of those, the ones with the post-quantum hybrid key exchange.
+    pub handshakes_post_quantum: u64,
+    /// Connections closed because a client CA reload no longer trusts them.
+    pub closed_untrusted: u64,
+    /// Connections closed at `--max-connection-age`.
+    pub closed_max_age: u64,
     /// Connections open now.
     pub connections_open: u64,
     /// Whether /readyz would answer 200.
@@ -257,7 +265,7 @@ pub fn render(snapshot: &Snapshot<'_>) -> String {
             "tmpvault_requests_total{{route=\"{route}\",status=\"{status}\"}} {count}"
         );
     }
-    let gauges: [(&str, &str, &str, u64); 11] = [
+    let gauges: [(&str, &str, &str, u64); 15] = [
         (
             "tmpvault_reloads_total",
             "counter",
@@ -305,6 +313,30 @@ pub fn render(snapshot: &Snapshot<'_>) -> String {
             "counter",
             "TLS handshakes that failed or timed out.",
             snapshot.handshake_failures,
+        ),
+        (
+            "tmpvault_tls_handshakes_total",
+            "counter",
+            "TLS handshakes completed.",
+            snapshot.handshakes,
+        ),
+        (
+            "tmpvault_tls_handshakes_post_quantum_total",
+            "counter",
+            "TLS handshakes whose key exchange was X25519MLKEM768 (post-quantum hybrid).",
+            snapshot.handshakes_post_quantum,
+        ),
+        (
+            "tmpvault_connections_closed_untrusted_total",
+            "counter",
+            "Connections closed because a client CA reload no longer trusts their certificate.",
+            snapshot.closed_untrusted,
+        ),
+        (
+            "tmpvault_connections_closed_max_age_total",
+            "counter",
+            "Connections closed gracefully at --max-connection-age.",
+            snapshot.closed_max_age,
         ),
         (
             "tmpvault_connections_open",

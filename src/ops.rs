@@ -90,6 +90,13 @@ impl Ops {
                     memory_budget: self.store.budget(),
                     persistence: self.persistence.as_deref().map(Persistence::metrics),
                     handshake_failures: self.health.handshake_failures.load(Ordering::Relaxed),
+                    handshakes: self.health.handshakes.load(Ordering::Relaxed),
+                    handshakes_post_quantum: self
+                        .health
+                        .handshakes_post_quantum
+                        .load(Ordering::Relaxed),
+                    closed_untrusted: self.health.closed_untrusted.load(Ordering::Relaxed),
+                    closed_max_age: self.health.closed_max_age.load(Ordering::Relaxed),
                     connections_open: self.health.connections_open.load(Ordering::Relaxed),
                     ready: self.health.ready(),
                     draining: self.health.draining.load(Ordering::Acquire),

@@ -211,6 +211,16 @@ impl Authority {
     }
 }
 
+impl Authority {
+    /// A client certificate from `params` exactly as given (its subject,
+    /// SANs and EKU), valid for 30 days: for tests that need unusual
+    /// certificates (no EKU, several URI SANs, a DNS SAN that reads like
+    /// another kind of identity).
+    pub fn issue_client_params(&self, params: CertificateParams) -> Result<Issued, PkiError> {
+        self.issue("the client certificate", params, Validity::days(30))
+    }
+}
+
 /// Writes `contents` to a new file with mode 0600; refuses to overwrite.
 pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), PkiError> {
     let error = |source| PkiError::Write {

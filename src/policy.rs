@@ -8,7 +8,13 @@
 //! ]}
 //! ```
 //!
-//! A pattern is exact or ends in `*` (a prefix match). A request is allowed
+//! A pattern is exact or ends in `*` (a prefix match), and names one kind of
+//! identity ([`crate::identity`]): `dns:...`, `cn:...` or a URI such as
+//! `spiffe://...`; only the bare `*` matches every kind. An untyped pattern
+//! (`billing.example.org`, the spelling of a DNS identity before identities
+//! were typed) is refused at load with the spelling to use instead. DNS
+//! patterns are matched in lower case, as DNS identities are spelled.
+//! A request is allowed
 //! when some rule matches the identity, the key starts with the rule's
 //! prefix, and the operation is in `allow`. Everything else is denied. The
 //! file is read in two stages: serde with `deny_unknown_fields` (JSON errors
@@ -18,6 +24,7 @@
 use std::fmt;
 use std::path::Path;
 
+use crate::identity::{validate_dns, validate_uri, Kind, DNS_PREFIX};
 use crate::key::validate_prefix;
 
 /// What a request does to a key.
@@ -141,6 +148,63 @@ pub enum PolicyError {
     },
 }
 
+/// Checks that an identity pattern (an exact identity, or the text before a
+/// trailing `*`) names one kind of identity, so that no rule written for
+/// one kind can match another: `dns:...`, `cn:...` or `scheme://...`; only
+/// the bare `*` (an empty `text` with `prefix`) matches every kind. Returns
+/// the pattern as it is matched: a DNS name in lower case, as identities
+/// spell it.
+///
+/// Untyped patterns were how identities were written before they were
+/// typed (`billing.example.org` for a DNS SAN); they are refused with the
+/// spelling to use instead, so that an old policy stops loading with a
+/// reason rather than denying everyone with a silent 403.
+fn typed_pattern(text: &str, prefix: bool) -> Result<String, String> {
+    if text.is_empty() && prefix {
+        return Ok(String::new());
+    }
+    let whole = if prefix {
+        format!("{text}*")
+    } else {
+        text.to_owned()
+    };
+    match Kind::of(text) {
+        Some(Kind::Dns) => {
+            let name = text[DNS_PREFIX.len()..].to_ascii_lowercase();
+            let valid = if prefix {
+                name.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            } else {
+                validate_dns(&name).is_ok()
+            };
+            if valid {
+                Ok(format!("{DNS_PREFIX}{name}"))
+            } else {
+                Err(format!(
+                    "{whole:?} is not a DNS identity: after dns: comes a hostname (letters, digits, '-', '.')"
+                ))
+            }
+        }
+        Some(Kind::Cn) => Ok(text.to_owned()),
+        Some(Kind::Uri) if prefix => Ok(text.to_owned()),
+        Some(Kind::Uri) => validate_uri(text)
+            .map(|()| text.to_owned())
+            .map_err(|reason| format!("{whole:?} is not a URI identity: {reason}")),
+        None => {
+            let hint = if validate_dns(text.trim_end_matches('.')).is_ok() && text.contains('.') {
+                format!("write \"dns:{text}{star}\" for a certificate's DNS SAN (or \"cn:{text}{star}\" for its subject CN)", star = if prefix { "*" } else { "" })
+            } else if !text.contains(':') {
+                format!("write \"cn:{text}{star}\" for a certificate's subject CN (or \"dns:{text}{star}\" for its DNS SAN)", star = if prefix { "*" } else { "" })
+            } else {
+                "start it with dns: (a DNS SAN), cn: (the subject CN) or scheme:// (a URI SAN, e.g. spiffe://)".to_owned()
+            };
+            Err(format!(
+                "{whole:?} names no kind of identity; identities are typed (dns:, cn:, or a URI such as spiffe://), so that one kind cannot pass for another: {hint}"
+            ))
+        }
+    }
+}
+
 /// Largest policy file read.
 const MAX_POLICY_BYTES: u64 = 1 << 20;
 
@@ -182,9 +246,15 @@ impl Policy {
                     ));
                     None
                 }
-                None => Some(Pattern::Exact(rule.identity)),
+                None => typed_pattern(&rule.identity, false)
+                    .map(Pattern::Exact)
+                    .map_err(|mistake| mistakes.push(format!("{at}.identity: {mistake}")))
+                    .ok(),
                 Some(star) if star == rule.identity.len() - 1 => {
-                    Some(Pattern::Prefix(rule.identity[..star].to_owned()))
+                    typed_pattern(&rule.identity[..star], true)
+                        .map(Pattern::Prefix)
+                        .map_err(|mistake| mistakes.push(format!("{at}.identity: {mistake}")))
+                        .ok()
                 }
                 Some(_) => {
                     mistakes.push(format!(
@@ -305,6 +375,86 @@ mod tests {
         assert!(mistakes[2].starts_with("rules[0].allow[1]: unknown operation \"rw\""));
         assert!(mistakes[3].starts_with("rules[1].identity: empty"));
         assert!(mistakes[4].starts_with("rules[1].allow: empty"));
+    }
+
+    #[test]
+    fn untyped_patterns_are_refused_with_the_spelling_to_use() {
+        let text = r#"{"rules": [
+          {"identity": "billing.example.org", "prefix": "", "allow": ["read"]},
+          {"identity": "deployer", "prefix": "", "allow": ["read"]},
+          {"identity": "app.*", "prefix": "", "allow": ["read"]},
+          {"identity": "anonymous", "prefix": "", "allow": ["read"]},
+          {"identity": "dns:*.example.org", "prefix": "", "allow": ["read"]},
+          {"identity": "dns:a_b", "prefix": "", "allow": ["read"]},
+          {"identity": "cn://deployer", "prefix": "", "allow": ["read"]},
+          {"identity": "https:/x", "prefix": "", "allow": ["read"]},
+          {"identity": "spiffe://example.org/../x", "prefix": "", "allow": ["read"]}
+        ]}"#;
+        let PolicyError::Invalid { mistakes, .. } = Policy::parse(text, "p").unwrap_err() else {
+            panic!("expected Invalid");
+        };
+        // `cn://deployer` is the CN "//deployer": a URI can never have the
+        // scheme cn, so it is no URI look-alike.
+        assert_eq!(mistakes.len(), 8, "{mistakes:#?}");
+        assert!(
+            mistakes[0].contains(r#"write "dns:billing.example.org" for a certificate's DNS SAN"#),
+            "{}",
+            mistakes[0]
+        );
+        assert!(
+            mistakes[1].contains(r#"write "cn:deployer" for"#),
+            "{}",
+            mistakes[1]
+        );
+        assert!(
+            mistakes[2].contains(r#"write "dns:app.*" for"#),
+            "{}",
+            mistakes[2]
+        );
+        assert!(
+            mistakes[3].contains(r#"write "cn:anonymous""#),
+            "{}",
+            mistakes[3]
+        );
+        assert!(mistakes[4].contains("only a trailing *"), "{}", mistakes[4]);
+        assert!(
+            mistakes[5].contains("is not a DNS identity"),
+            "{}",
+            mistakes[5]
+        );
+        assert!(
+            mistakes[6].contains("names no kind of identity"),
+            "{}",
+            mistakes[6]
+        );
+        assert!(
+            mistakes[7].contains("is not a URI identity"),
+            "{}",
+            mistakes[7]
+        );
+    }
+
+    #[test]
+    fn typed_patterns_match_only_their_kind() {
+        let text = r#"{"rules": [
+          {"identity": "dns:Billing.Example.org", "prefix": "billing/", "allow": ["read"]},
+          {"identity": "cn:*", "prefix": "cn-only/", "allow": ["read"]},
+          {"identity": "dns:*", "prefix": "dns-only/", "allow": ["read"]},
+          {"identity": "*", "prefix": "all/", "allow": ["read"]}
+        ]}"#;
+        let policy = Policy::parse(text, "p").unwrap();
+        let read = Operation::Read;
+        assert!(policy.allows("dns:billing.example.org", "billing/db", read));
+        assert!(!policy.allows("cn:billing.example.org", "billing/db", read));
+        assert!(!policy.allows("billing.example.org", "billing/db", read));
+        assert!(policy.allows("cn:x", "cn-only/k", read));
+        assert!(!policy.allows("dns:x", "cn-only/k", read));
+        assert!(!policy.allows("spiffe://cn:x", "cn-only/k", read));
+        assert!(policy.allows("dns:x", "dns-only/k", read));
+        assert!(!policy.allows("cn:dns:x", "dns-only/k", read));
+        for identity in ["dns:x", "cn:x", "spiffe://x", "anonymous"] {
+            assert!(policy.allows(identity, "all/k", read), "{identity}");
+        }
     }
 
     #[test]

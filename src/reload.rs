@@ -7,8 +7,11 @@
 //! `..data` symlink) shows up as a new inode. A reload builds the new TLS
 //! configuration and policy first and swaps them in only if both are good:
 //! a bad file keeps the whole old configuration, logs why, and shows in
-//! `/metrics` and the self-check. New handshakes use the new certificate;
-//! open connections keep theirs and are not dropped.
+//! `/metrics` and the self-check. A certificate, CA bundle or policy that
+//! others may write ([`crate::trusted`]) is such a bad file. New handshakes
+//! use the new certificate; open connections keep theirs, except that each
+//! is checked against the new client CA bundle and closed (after its
+//! in-flight requests) when its certificate no longer verifies.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -18,10 +21,12 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
+use tokio::sync::watch;
 
 use crate::api::Access;
 use crate::policy::Policy;
-use crate::tls::{self, ServerTlsFiles};
+use crate::tls::{self, ClientVerifier, ServerTlsFiles};
+use crate::trusted;
 
 /// Outcome counters, shared with `/metrics` and the self-check.
 #[derive(Debug, Default)]
@@ -58,29 +63,45 @@ fn fingerprint(path: &Path) -> Fingerprint {
     ))
 }
 
+/// What is reloaded, and how it is built.
+#[derive(Clone, Debug)]
+pub struct Watched {
+    /// The server certificate, key and client CA bundle.
+    pub files: ServerTlsFiles,
+    /// `--client-eku-required`.
+    pub client_eku_required: bool,
+    /// `--policy`.
+    pub policy: Option<PathBuf>,
+}
+
 /// Reloads TLS material and policy into the running server.
 pub struct Reloader {
     files: ServerTlsFiles,
+    client_eku_required: bool,
     policy: Option<PathBuf>,
     tls: Arc<ArcSwap<ServerConfig>>,
+    trust: Arc<watch::Sender<Arc<ClientVerifier>>>,
     access: Arc<Access>,
     status: Arc<ReloadStatus>,
     seen: Vec<Fingerprint>,
 }
 
 impl Reloader {
-    /// Watches `files` and `policy`, swapping into `tls` and `access`.
+    /// Watches the files of `watched`, swapping into `tls`, `trust` and
+    /// `access`.
     pub fn new(
-        files: ServerTlsFiles,
-        policy: Option<PathBuf>,
+        watched: Watched,
         tls: Arc<ArcSwap<ServerConfig>>,
+        trust: Arc<watch::Sender<Arc<ClientVerifier>>>,
         access: Arc<Access>,
         status: Arc<ReloadStatus>,
     ) -> Reloader {
         let mut reloader = Reloader {
-            files,
-            policy,
+            files: watched.files,
+            client_eku_required: watched.client_eku_required,
+            policy: watched.policy,
             tls,
+            trust,
             access,
             status,
             seen: Vec::new(),
@@ -106,8 +127,17 @@ impl Reloader {
     /// Builds everything anew and swaps it in, or changes nothing.
     pub fn reload(&mut self, why: &str) -> Result<(), String> {
         self.seen = self.fingerprints();
-        let built = tls::server_config(&self.files)
-            .map_err(|error| error.to_string())
+        let unsafe_files = trusted::problems(&trusted::files(&self.files, self.policy.as_deref()));
+        let built = if unsafe_files.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("refused: {}", unsafe_files.join("; ")))
+        };
+        let built = built
+            .and_then(|()| {
+                tls::server_tls(&self.files, self.client_eku_required)
+                    .map_err(|error| error.to_string())
+            })
             .and_then(|tls| {
                 let policy = match &self.policy {
                     Some(path) => Some(Policy::load(path).map_err(|error| error.to_string())?),
@@ -117,7 +147,9 @@ impl Reloader {
             });
         match built {
             Ok((tls, policy)) => {
-                self.tls.store(tls);
+                self.tls.store(tls.config);
+                // Open connections check their certificates against it.
+                self.trust.send_replace(tls.client_verifier);
                 let rules = policy.as_ref().map(Policy::len);
                 self.access.policy.store(policy.map(Arc::new));
                 self.status.reloads.fetch_add(1, Ordering::Relaxed);

@@ -24,7 +24,7 @@ use crate::harden::{HardeningReport, MemoryLock, StepOutcome};
 use crate::sysinfo::{self, SeccompMode, TMPFS_MAGIC};
 
 /// The ids of the checks, in the order [`run`] reports them.
-pub const CHECK_IDS: [&str; 17] = [
+pub const CHECK_IDS: [&str; 18] = [
     "scratch.tmpfs",
     "scratch.mode",
     "scratch.owner",
@@ -39,6 +39,7 @@ pub const CHECK_IDS: [&str; 17] = [
     "cgroup.memory_limit",
     "rootfs.read_only",
     "tls.key_file",
+    "config.files",
     "snapshot.key",
     "policy.present",
     "config.reload",
@@ -134,6 +135,9 @@ pub struct Input<'a> {
     pub allow_root: bool,
     /// `--tls-key`, if any (`dev` generates its own).
     pub tls_key_file: Option<&'a Path>,
+    /// The server certificate, client CA bundle and policy: files that
+    /// decide who the server trusts ([`crate::trusted`]).
+    pub trusted_files: &'a [crate::trusted::TrustedFile],
     /// `--snapshot`.
     pub snapshot: SnapshotMode,
     /// `--snapshot-key-file`, if any.
@@ -181,6 +185,7 @@ pub fn run(input: &Input<'_>) -> Report {
         cgroup_memory_limit(sysinfo::read_cgroup_memory(), input.max_memory),
         rootfs_read_only(sysinfo::is_read_only(Path::new("/"))),
         tls_key_file(input.tls_key_file),
+        config_files(input.trusted_files),
         snapshot_key(input, &scratch_magic),
         policy_present(input.policy_present),
         config_reload(input.reload_error),
@@ -845,6 +850,23 @@ fn encrypted_snapshot_key(path: &Path) -> Check {
             ID,
             format!("snapshot key file {shown}: {}", problems.join("; ")),
         ),
+    }
+}
+
+fn config_files(files: &[crate::trusted::TrustedFile]) -> Check {
+    const ID: &str = "config.files";
+    let problems = crate::trusted::problems(files);
+    if problems.is_empty() {
+        let names: Vec<_> = files.iter().map(|file| file.what).collect();
+        Check::pass(
+            ID,
+            format!(
+                "{} writable only by their owners (and this process's groups)",
+                names.join(", ")
+            ),
+        )
+    } else {
+        Check::fail(ID, problems.join("; "))
     }
 }
 

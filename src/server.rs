@@ -10,10 +10,18 @@
 //! - accept errors (EMFILE, ENFILE, ECONNABORTED) back off exponentially
 //!   instead of spinning;
 //! - each connection has a handshake deadline, hyper's header-read deadline,
-//!   an idle deadline (no bytes either way) and, in the API, a body deadline;
+//!   an idle deadline (no bytes either way), a maximum age (one handshake's
+//!   identity does not last for ever) and, in the API, a body deadline;
+//! - after a client CA reload, a connection whose certificate no longer
+//!   verifies against the new bundle is closed (after its in-flight
+//!   requests), so removing a CA removes its clients, not only new ones;
 //! - on shutdown the listener closes, every connection is told to finish its
 //!   in-flight requests (GOAWAY / `Connection: close`), and the drain has its
 //!   own deadline; then the store is wiped.
+//!
+//! Each of those ends a connection the same way: hyper's graceful shutdown
+//! (HTTP/2 GOAWAY, HTTP/1.1 `Connection: close` on the response in flight,
+//! or at once when idle), so clients reconnect cleanly.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -32,11 +40,10 @@ use hyper::service::service_fn;
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
@@ -45,6 +52,7 @@ use crate::audit;
 use crate::identity::{self, Identity};
 use crate::metrics::RequestCounters;
 use crate::store::Store;
+use crate::tls::{ClientVerifier, ServerTls};
 use hyper::body::Body;
 use hyper::header::{HeaderName, HeaderValue};
 
@@ -68,6 +76,9 @@ pub struct Limits {
     pub max_connections: usize,
     /// Largest request head (HTTP/1.1 buffer, HTTP/2 header list).
     pub max_header_bytes: usize,
+    /// How long one connection (and so one handshake's identity) may be
+    /// used; then it is closed gracefully and the client reconnects.
+    pub max_connection_age: Duration,
 }
 
 impl Default for Limits {
@@ -80,6 +91,7 @@ impl Default for Limits {
             drain_timeout: Duration::from_secs(10),
             max_connections: 1024,
             max_header_bytes: 16 * 1024,
+            max_connection_age: Duration::from_secs(600),
         }
     }
 }
@@ -108,6 +120,15 @@ pub struct Health {
     pub handshake_failures: AtomicU64,
     /// TLS connections open now.
     pub connections_open: AtomicU64,
+    /// TLS handshakes completed.
+    pub handshakes: AtomicU64,
+    /// Of those, the ones whose key exchange was post-quantum hybrid
+    /// (X25519MLKEM768).
+    pub handshakes_post_quantum: AtomicU64,
+    /// Connections closed because a client CA reload no longer trusts them.
+    pub closed_untrusted: AtomicU64,
+    /// Connections closed at `--max-connection-age`.
+    pub closed_max_age: AtomicU64,
     /// Requests by route and status.
     pub requests: RequestCounters,
 }
@@ -119,6 +140,10 @@ impl Default for Health {
             snapshot_loaded: AtomicBool::new(true),
             handshake_failures: AtomicU64::new(0),
             connections_open: AtomicU64::new(0),
+            handshakes: AtomicU64::new(0),
+            handshakes_post_quantum: AtomicU64::new(0),
+            closed_untrusted: AtomicU64::new(0),
+            closed_max_age: AtomicU64::new(0),
             requests: RequestCounters::default(),
         }
     }
@@ -152,6 +177,7 @@ impl Drop for OpenConnection {
 pub struct Server {
     listener: TcpListener,
     tls: Arc<ArcSwap<ServerConfig>>,
+    trust: Arc<watch::Sender<Arc<ClientVerifier>>>,
     api: Arc<Api>,
     limits: Limits,
     health: Arc<Health>,
@@ -161,7 +187,7 @@ impl Server {
     /// Binds the listener. Nothing is accepted until [`Server::run`].
     pub async fn bind(
         addr: SocketAddr,
-        tls: Arc<ServerConfig>,
+        tls: ServerTls,
         api: Api,
         limits: Limits,
         health: Arc<Health>,
@@ -171,7 +197,8 @@ impl Server {
             .map_err(|source| ServerError::Bind { addr, source })?;
         Ok(Server {
             listener,
-            tls: Arc::new(ArcSwap::new(tls)),
+            tls: Arc::new(ArcSwap::new(tls.config)),
+            trust: Arc::new(watch::Sender::new(tls.client_verifier)),
             api: Arc::new(api),
             limits,
             health,
@@ -199,18 +226,30 @@ impl Server {
         Arc::clone(&self.tls)
     }
 
+    /// The client verifier open connections are held to; send a new one
+    /// after a client CA reload, and every connection checks its
+    /// certificate against it.
+    pub fn trust_handle(&self) -> Arc<watch::Sender<Arc<ClientVerifier>>> {
+        Arc::clone(&self.trust)
+    }
+
     /// Serves until `shutdown` completes, then drains and wipes the store.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let Server {
             listener,
             tls,
+            trust,
             api,
             limits,
             health,
         } = self;
         let limits = Arc::new(limits);
         let permits = Arc::new(Semaphore::new(limits.max_connections));
-        let graceful = GracefulShutdown::new();
+        // `true` once draining; every connection watches it. Each connection
+        // task holds a clone of `live`, so `all_closed` ends when the last
+        // one is gone.
+        let (draining, _) = watch::channel(false);
+        let (live, mut all_closed) = mpsc::channel::<()>(1);
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -268,24 +307,29 @@ impl Server {
                 limits: Arc::clone(&limits),
                 health: Arc::clone(&health),
                 builder: Arc::clone(&builder),
+                draining: draining.subscribe(),
+                trust: trust.subscribe(),
             };
-            let watcher = graceful.watcher();
             let open = OpenConnection::new(&health);
+            let live = live.clone();
             tokio::spawn(async move {
-                connection.serve(tcp, peer, acceptor, watcher).await;
+                connection.serve(tcp, peer, acceptor).await;
                 drop(open);
                 drop(permit);
+                drop(live);
             });
         }
 
         drop(listener);
+        drop(live);
         health.draining.store(true, Ordering::Release);
+        draining.send_replace(true);
         tracing::info!(
-            connections = graceful.count(),
+            connections = health.connections_open.load(Ordering::Relaxed),
             "shutting down: draining connections"
         );
         tokio::select! {
-            () = graceful.shutdown() => tracing::info!("all connections drained"),
+            _ = all_closed.recv() => tracing::info!("all connections drained"),
             () = tokio::time::sleep(limits.drain_timeout) => {
                 tracing::warn!(timeout_s = limits.drain_timeout.as_secs(), "drain deadline passed; closing remaining connections");
             }
@@ -311,16 +355,22 @@ struct Connection {
     limits: Arc<Limits>,
     health: Arc<Health>,
     builder: Arc<auto::Builder<TokioExecutor>>,
+    /// Becomes `true` when the server drains.
+    draining: watch::Receiver<bool>,
+    /// The client verifier of the latest good client CA bundle.
+    trust: watch::Receiver<Arc<ClientVerifier>>,
+}
+
+/// Why a connection is being closed gracefully.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Closing {
+    Draining,
+    Untrusted,
+    MaxAge,
 }
 
 impl Connection {
-    async fn serve(
-        self,
-        tcp: TcpStream,
-        peer: SocketAddr,
-        acceptor: TlsAcceptor,
-        watcher: hyper_util::server::graceful::Watcher,
-    ) {
+    async fn serve(mut self, tcp: TcpStream, peer: SocketAddr, acceptor: TlsAcceptor) {
         // Small responses must not wait for Nagle.
         let _ = tcp.set_nodelay(true);
         let tls =
@@ -341,15 +391,28 @@ impl Connection {
                     return;
                 }
             };
-        let identity: Identity = tls
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|certs| certs.first())
-            .map_or_else(
-                || Arc::from(identity::ANONYMOUS),
-                identity::from_certificate,
-            );
+        let session = tls.get_ref().1;
+        self.health.handshakes.fetch_add(1, Ordering::Relaxed);
+        let group = session
+            .negotiated_key_exchange_group()
+            .map(|group| group.name());
+        if group == Some(rustls::NamedGroup::X25519MLKEM768) {
+            self.health
+                .handshakes_post_quantum
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::debug!(%peer, key_exchange = ?group, "TLS handshake done");
+        // The chain is kept to check it again after a client CA reload.
+        let chain: Vec<_> = session.peer_certificates().unwrap_or_default().to_vec();
+        let identity: Identity = match chain.first().map(identity::from_certificate) {
+            Some(Ok(identity)) => identity,
+            // The verifier has already refused such a certificate.
+            Some(Err(error)) => {
+                tracing::debug!(%peer, %error, "client certificate names no identity");
+                return;
+            }
+            None => Arc::from(identity::ANONYMOUS),
+        };
 
         let activity = Arc::new(Activity::new());
         let io = TokioIo::new(Tracked {
@@ -397,13 +460,15 @@ impl Connection {
             }
         });
         let connection = self.builder.serve_connection(io, service).into_owned();
-        let connection = watcher.watch(connection);
         tokio::pin!(connection);
         let idle_timeout = self.limits.idle_timeout;
+        let too_old = tokio::time::sleep(self.limits.max_connection_age);
+        tokio::pin!(too_old);
+        let mut closing = None;
         loop {
             let idle_deadline = activity.last() + idle_timeout;
-            tokio::select! {
-                result = &mut connection => {
+            let why = tokio::select! {
+                result = connection.as_mut() => {
                     if let Err(error) = result {
                         tracing::debug!(%peer, %error, "connection ended with an error");
                     }
@@ -414,10 +479,46 @@ impl Connection {
                         tracing::debug!(%peer, "closing idle connection");
                         return;
                     }
+                    continue;
                 }
-            }
+                changed = self.draining.wait_for(|draining| *draining), if closing.is_none() => {
+                    if changed.is_err() {
+                        // The server is gone without draining: stop.
+                        return;
+                    }
+                    Closing::Draining
+                }
+                changed = self.trust.changed(), if closing.is_none() => {
+                    if changed.is_err() || self.trust.borrow_and_update().verifies(&chain) {
+                        continue;
+                    }
+                    self.health.closed_untrusted.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(%peer, identity = %identity_of(&chain), "closing connection: its client certificate does not verify against the reloaded client CA");
+                    Closing::Untrusted
+                }
+                () = &mut too_old, if closing.is_none() => {
+                    self.health.closed_max_age.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%peer, "closing connection at --max-connection-age");
+                    Closing::MaxAge
+                }
+            };
+            // GOAWAY (HTTP/2) or `Connection: close` (HTTP/1.1) after the
+            // requests in flight; keep polling until hyper is done.
+            closing = Some(why);
+            connection.as_mut().graceful_shutdown();
         }
     }
+}
+
+/// The identity a chain's leaf names, for log lines.
+fn identity_of(chain: &[rustls_pki_types::CertificateDer<'_>]) -> String {
+    chain
+        .first()
+        .and_then(|leaf| identity::from_certificate(leaf).ok())
+        .map_or_else(
+            || identity::ANONYMOUS.to_owned(),
+            |identity| identity.to_string(),
+        )
 }
 
 /// What a connection's requests share.

@@ -19,7 +19,7 @@ use tokio::io::AsyncWriteExt;
 const POLICY: &str = r#"{"rules": [
   {"identity": "spiffe://example.org/ns/payments/*", "prefix": "payments/", "allow": ["read", "list"]},
   {"identity": "cn:deployer", "prefix": "", "allow": ["read", "write", "delete", "list"]},
-  {"identity": "billing.example.org", "prefix": "billing/", "allow": ["read", "write", "list"]}
+  {"identity": "dns:billing.example.org", "prefix": "billing/", "allow": ["read", "write", "list"]}
 ]}"#;
 
 struct Secured {

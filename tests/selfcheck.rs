@@ -23,7 +23,7 @@ const MIB: u64 = 1 << 20;
 
 /// The ids in the documented order, spelled out here rather than taken from
 /// the library so that a change there shows up as a test failure.
-const IDS: [&str; 17] = [
+const IDS: [&str; 18] = [
     "scratch.tmpfs",
     "scratch.mode",
     "scratch.owner",
@@ -38,6 +38,7 @@ const IDS: [&str; 17] = [
     "cgroup.memory_limit",
     "rootfs.read_only",
     "tls.key_file",
+    "config.files",
     "snapshot.key",
     "policy.present",
     "config.reload",
@@ -73,6 +74,7 @@ fn input<'a>(scratch_dir: &'a Path, hardening: &'a HardeningReport) -> Input<'a>
         scratch_dir,
         allow_root: true,
         tls_key_file: None,
+        trusted_files: &[],
         snapshot: SnapshotMode::Off,
         snapshot_key_file: None,
         max_memory: 256 * MIB,

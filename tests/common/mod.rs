@@ -108,6 +108,7 @@ pub fn test_config(pki: &Pki) -> ServeConfig {
         listen: "127.0.0.1:0".parse().expect("address"),
         scratch_dir: pki.scratch_dir().to_owned(),
         tls: pki.server.clone(),
+        client_eku_required: true,
         ops_listen: None,
         policy: None,
         api: ApiSettings {
