@@ -64,7 +64,12 @@ pub struct ApiSettings {
     pub max_value_bytes: u64,
     /// Deadline for receiving a whole request body.
     pub body_read_timeout: Duration,
+    /// Longest `?wait=` a GET may hold (longer asks are shortened to it).
+    pub max_wait: Duration,
 }
+
+/// The default `--max-wait`: Consul's default blocking-query wait.
+pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(300);
 
 /// A source of the live self-check report as JSON, for `/v1/selfcheck`.
 pub type SelfcheckJson = Arc<dyn Fn() -> String + Send + Sync>;
@@ -409,6 +414,36 @@ fn precondition(headers: &HeaderMap) -> Result<Precondition, ApiError> {
 }
 
 /// The revision in an ETag: 1 to 16 hex digits.
+/// Whether a query asks to wait (`wait=` present), before it is parsed.
+fn has_wait(query: Option<&str>) -> bool {
+    query.is_some_and(|query| {
+        query
+            .split('&')
+            .any(|pair| pair == "wait" || pair.starts_with("wait="))
+    })
+}
+
+/// The strong ETag a waiting GET waits to see change: `If-None-Match` is
+/// required, and must name one ETag as issued.
+fn if_none_match_etag(headers: &HeaderMap) -> Result<u64, ApiError> {
+    let Some(value) = header_str(headers, &IF_NONE_MATCH)? else {
+        return Err(ApiError::InvalidRequest(
+            "wait needs If-None-Match: \"<etag>\", the ETag of the value you have".into(),
+        ));
+    };
+    let value = value.trim();
+    value
+        .strip_prefix('"')
+        .and_then(|tag| tag.strip_suffix('"'))
+        .or(Some(value))
+        .and_then(revision_from_etag)
+        .ok_or_else(|| {
+            ApiError::InvalidRequest(
+                "If-None-Match with wait must be one ETag as the server issued it, such as \"17c3f0a2b\"".into(),
+            )
+        })
+}
+
 fn revision_from_etag(tag: &str) -> Option<u64> {
     if tag.is_empty() || tag.len() > 16 || !tag.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
@@ -622,6 +657,9 @@ impl Api {
         let headers = &parts.headers;
         let who = Caller { identity, audit };
         match (route, &parts.method) {
+            (Route::Secret(raw), &Method::GET) if has_wait(query) => {
+                self.wait_secret(who, raw, query, headers).await
+            }
             (Route::Secret(raw), &Method::GET) => self.get_secret(who, raw, query, true),
             (Route::Secret(raw), &Method::HEAD) => self.get_secret(who, raw, query, false),
             (Route::Secret(raw), &Method::PUT) => {
@@ -723,6 +761,64 @@ impl Api {
         if !consume {
             headers.insert(CONTENT_LENGTH, HeaderValue::from(size));
         }
+        Ok(response)
+    }
+
+    /// `GET ...?wait=D` with `If-None-Match: "<etag>"`: answers as soon as
+    /// the secret's ETag differs from the one given (200 with the value, as
+    /// a plain GET), when it is gone (404), or after D, at most
+    /// `--max-wait`, unchanged (304). No polling: the request sleeps on its
+    /// key's [`crate::watch::Watch`], and wakes at the entry's expiry.
+    async fn wait_secret(
+        &self,
+        who: Caller<'_>,
+        raw: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Result<Response<ResponseBody>, ApiError> {
+        let key = parse_key(raw)?;
+        self.authorize(who.identity, &key, Operation::Read, who.audit)?;
+        let parsed = Query::parse(query, &["wait"])?;
+        let wait = parse_duration(parsed.get("wait").unwrap_or_default())
+            .map_err(|error| ApiError::InvalidRequest(format!("wait: {error}")))?
+            .min(self.settings.max_wait);
+        let seen = if_none_match_etag(headers)?;
+        let deadline = tokio::time::Instant::now() + wait;
+        let watch = self.store.watch(&key);
+        loop {
+            // Registered before the look, so a change in between wakes it.
+            let change = watch.next_change();
+            let meta = match self.store.meta(&key) {
+                Ok(meta) => meta,
+                Err(error) => return Err(error.into()),
+            };
+            if meta.revision != seen {
+                drop(change);
+                // Answered as the plain GET it now is (`wait` was checked).
+                return self.get_secret(who, raw, None, true);
+            }
+            if watch.closed() {
+                break;
+            }
+            let expires = meta
+                .expires_at
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            let wake_at = deadline.min(tokio::time::Instant::now() + expires);
+            tokio::select! {
+                () = change => {}
+                () = tokio::time::sleep_until(wake_at) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        break;
+                    }
+                }
+            }
+        }
+        let mut response = Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        let headers = response.headers_mut();
+        headers.insert(ETAG, etag(seen));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         Ok(response)
     }
 

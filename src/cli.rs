@@ -157,6 +157,10 @@ pub struct ServeArgs {
     /// handshake's identity does not last for ever.
     #[arg(long, env = "TMPVAULT_MAX_CONNECTION_AGE", default_value = "10m", value_parser = duration_arg)]
     max_connection_age: Duration,
+    /// Longest a `GET ...?wait=D` may wait for a change (longer asks are
+    /// shortened to it).
+    #[arg(long, env = "TMPVAULT_MAX_WAIT", default_value = "5m", value_parser = duration_arg)]
+    max_wait: Duration,
     /// Connections served at once (more wait in the backlog).
     #[arg(long, env = "TMPVAULT_MAX_CONNECTIONS", default_value_t = Limits::default().max_connections)]
     max_connections: usize,
@@ -181,6 +185,7 @@ impl ServeArgs {
                 max_ttl: self.max_ttl,
                 max_value_bytes: self.max_value_bytes,
                 body_read_timeout: Limits::default().body_read_timeout,
+                max_wait: self.max_wait,
             },
             max_memory,
             snapshot: self.snapshot,

@@ -134,6 +134,7 @@ async fn serve(args: &DevArgs, dir: &Path, hardening: HardeningReport) -> Result
             max_ttl: Duration::from_secs(86_400),
             max_value_bytes: 64 * 1024,
             body_read_timeout: limits.body_read_timeout,
+            max_wait: crate::api::DEFAULT_MAX_WAIT,
         },
         max_memory: default_max_memory(),
         snapshot: SnapshotSetting::Off,

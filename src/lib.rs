@@ -19,8 +19,9 @@
 //! - [`key`]: what a key is (`[A-Za-z0-9._-]` segments joined by `/`).
 //! - [`secret`]: [`secret::SecretBytes`], the one type that holds secret bytes;
 //!   zeroized on drop, redacted in `Debug`.
-//! - [`store`]: the sharded in-memory store, its deadline index and purge
-//!   task, and the memory budget.
+//! - [`store`], [`watch`]: the sharded in-memory store, its deadline index
+//!   and purge task, and the memory budget; the waiters of `?wait=`, woken
+//!   by a change of their key.
 //! - [`snapshot`], [`journal`], [`persistence`]: snapshots of the store to
 //!   the scratch dir. The file format (AES-256-GCM or plain) and the key;
 //!   the append-only journal that makes every acknowledged change survive
@@ -96,3 +97,4 @@ pub mod timefmt;
 pub mod tls;
 pub mod trusted;
 pub mod units;
+pub mod watch;

@@ -323,6 +323,8 @@ impl Server {
         drop(listener);
         drop(live);
         health.draining.store(true, Ordering::Release);
+        // Waiting GETs answer now (304), or they would hold up the drain.
+        api.store().release_waiters();
         draining.send_replace(true);
         tracing::info!(
             connections = health.connections_open.load(Ordering::Relaxed),

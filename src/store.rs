@@ -41,6 +41,7 @@ use tokio::time::Instant;
 
 use crate::key::Key;
 use crate::secret::SecretBytes;
+use crate::watch::{Watch, Watchers};
 
 /// Bytes charged to the memory budget for each stored item on top of its
 /// key and value: the map nodes, the deadline index entry and the metadata.
@@ -481,6 +482,8 @@ struct Shared {
     /// The journal, once persistence has restored the store; empty when
     /// persistence is off.
     change_log: OnceLock<Arc<dyn ChangeLog>>,
+    /// Requests waiting for a key to change (`?wait=`).
+    watchers: Arc<Watchers>,
 }
 
 /// A cheap-to-clone handle to the store.
@@ -567,6 +570,7 @@ impl Store {
             wake: Notify::new(),
             closed: AtomicBool::new(false),
             change_log: OnceLock::new(),
+            watchers: Arc::default(),
         });
         tokio::spawn(purge_task(Arc::clone(&shared)));
         Store { shared }
@@ -743,6 +747,7 @@ impl Store {
             (meta, replaced.is_none())
         };
         self.schedule(deadline);
+        self.shared.watchers.changed(key.as_str());
         // `replaced` and `expired` are dropped (and wiped) here, outside the lock.
         Ok(result)
     }
@@ -788,6 +793,7 @@ impl Store {
         };
         if let Some(entry) = &consumed {
             self.shared.release(entry);
+            self.shared.watchers.changed(key.as_str());
         }
         drop(expired);
         Ok(result)
@@ -857,6 +863,7 @@ impl Store {
         };
         if let Some(entry) = &removed {
             self.shared.release(entry);
+            self.shared.watchers.changed(key.as_str());
         }
         drop(expired);
         removed
@@ -1234,9 +1241,27 @@ impl Store {
         Ok((restored, expired))
     }
 
+    /// Registers interest in `key`: [`Watch::next_change`] completes after
+    /// the next write, delete or consuming read of it (or at shutdown).
+    pub fn watch(&self, key: &Key) -> Watch {
+        self.shared.watchers.watch(key.as_str())
+    }
+
+    /// Ends every `?wait=` request now (they answer as if the wait had
+    /// ended), so the drain is not held up by them; later waits do not wait.
+    pub fn release_waiters(&self) {
+        self.shared.watchers.close();
+    }
+
+    /// Requests waiting for a key to change now.
+    pub fn waiting(&self) -> usize {
+        self.shared.watchers.waiting()
+    }
+
     /// Wipes every entry and stops the purge task. Used at shutdown; the
     /// store stays usable (empty) for requests still draining.
     pub fn wipe_all(&self) {
+        self.shared.watchers.close();
         self.shared.closed.store(true, Ordering::Release);
         self.shared.wake.notify_one();
         for shard in self.shared.shards.iter() {

@@ -22,7 +22,7 @@ const RESERVED: [u16; 3] = [401, 403, 429];
 /// Route, method, and every status the code path of that operation can
 /// return (plus [`RESERVED`]). Read off `Api::dispatch` and the handlers.
 const OPERATIONS: &[(&str, &str, &[u16])] = &[
-    ("/v1/secrets/{key}", "get", &[200, 400, 404, 409, 503]),
+    ("/v1/secrets/{key}", "get", &[200, 304, 400, 404, 409, 503]),
     ("/v1/secrets/{key}", "head", &[200, 400, 404, 409]),
     (
         "/v1/secrets/{key}",
@@ -57,7 +57,7 @@ const ALLOW: &[(&str, &str)] = &[
 
 /// Query parameters each operation accepts; anything else is a 400.
 const QUERY: &[(&str, &str, &[&str])] = &[
-    ("/v1/secrets/{key}", "get", &[]),
+    ("/v1/secrets/{key}", "get", &["wait"]),
     ("/v1/secrets/{key}", "head", &[]),
     ("/v1/secrets/{key}", "put", &["ttl", "max_reads"]),
     ("/v1/secrets/{key}", "patch", &[]),

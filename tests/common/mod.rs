@@ -116,6 +116,7 @@ pub fn test_config(pki: &Pki) -> ServeConfig {
             max_ttl: Duration::from_secs(86_400),
             max_value_bytes: 64 * 1024,
             body_read_timeout: limits.body_read_timeout,
+            max_wait: tmpvault::api::DEFAULT_MAX_WAIT,
         },
         max_memory: 16 << 20,
         snapshot: SnapshotSetting::Off,
