@@ -53,8 +53,70 @@ enum Command {
     Healthcheck(HealthcheckArgs),
     /// Make a new snapshot key: to FILE (mode 0600, never overwritten) or as base64 on stdout.
     Keygen(KeygenArgs),
+    /// Fetch secrets and run a command with them in its environment or in
+    /// files; with --watch, keep them current.
+    Run(RunArgs),
     #[command(flatten)]
     Client(ClientCommand),
+}
+
+/// Flags of `run`.
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// NAME=KEY: the secret KEY in the environment variable NAME
+    /// (repeatable).
+    #[arg(long = "env", value_name = "NAME=KEY")]
+    env: Vec<String>,
+    /// PATH=KEY: the secret KEY in the file PATH (mode 0400, in a private
+    /// tmpfs directory; removed when the command exits) (repeatable).
+    #[arg(long = "file", value_name = "PATH=KEY")]
+    file: Vec<String>,
+    /// Stay as the command's parent and follow changes of the secrets.
+    #[arg(long)]
+    watch: bool,
+    /// With --watch: `restart` the command, or `signal:NAME` it (e.g.
+    /// signal:HUP), after a secret changed (files are rewritten first).
+    #[arg(
+        long,
+        value_name = "restart|signal:NAME",
+        default_value = "restart",
+        requires = "watch"
+    )]
+    on_change: String,
+    /// Refuse environment values that are not UTF-8.
+    #[arg(long)]
+    require_utf8: bool,
+    #[command(flatten)]
+    client: ClientArgs,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    command: Vec<std::ffi::OsString>,
+}
+
+impl RunArgs {
+    fn plan(&self) -> Result<crate::run::Plan, String> {
+        let mut secrets = Vec::new();
+        for raw in &self.env {
+            secrets.push(crate::run::parse_mapping("--env", raw).map_err(|e| e.to_string())?);
+        }
+        for raw in &self.file {
+            secrets.push(crate::run::parse_mapping("--file", raw).map_err(|e| e.to_string())?);
+        }
+        let watch = if self.watch {
+            Some(
+                crate::run::parse_on_change(&self.on_change)
+                    .map_err(|error| format!("--on-change {:?}: {error}", self.on_change))?,
+            )
+        } else {
+            None
+        };
+        Ok(crate::run::Plan {
+            secrets,
+            command: self.command.clone(),
+            watch,
+            require_utf8: self.require_utf8,
+        })
+    }
 }
 
 /// The client commands, which talk to a running server.
@@ -481,7 +543,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Serve(_) | Command::Dev(_) | Command::Selfcheck(_) | Command::Keygen(_) => {
             harden_process()
         }
-        Command::Healthcheck(_) | Command::Client(_) => HardeningReport::not_run(),
+        Command::Healthcheck(_) | Command::Client(_) | Command::Run(_) => {
+            HardeningReport::not_run()
+        }
     };
     match cli.command {
         Command::Selfcheck(args) => Ok(selfcheck_command(&args, &hardening)),
@@ -529,6 +593,12 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Client(command) => runtime()?.block_on(client_command(command)),
+        // Its own runtime, single-threaded, and none at all when it execs.
+        Command::Run(args) => {
+            let plan = args.plan()?;
+            let client = args.client.client().map_err(|error| error.to_string())?;
+            crate::run::run(&plan, &client).map_err(|error| format!("run: {error}"))
+        }
     }
 }
 

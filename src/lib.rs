@@ -56,6 +56,8 @@
 //! - [`dev`]: `tmpvault dev`, the zero-config start.
 //! - [`client`]: [`client::Client`], the async mTLS client behind the CLI's
 //!   `put`/`get`/... commands.
+//! - [`run`]: `tmpvault run`, secrets into a program's environment or into
+//!   0400 files on a private tmpfs, and `--watch` to keep them current.
 //! - [`logging`]: tracing setup (`--log-format text|json`).
 //! - [`ops`], [`metrics`]: the plain-HTTP ops listener (`/healthz`,
 //!   `/readyz`, `/metrics`), the `healthcheck` client, and the lock-free
@@ -87,6 +89,7 @@ pub mod policy;
 pub mod problem;
 pub mod ratelimit;
 pub mod reload;
+pub mod run;
 pub mod secret;
 pub mod selfcheck;
 pub mod server;

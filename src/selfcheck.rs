@@ -309,6 +309,19 @@ fn mode_of(metadata: &Metadata) -> u32 {
 // ---------------------------------------------------------------------------
 // scratch.*
 
+/// The scratch dir's checks (tmpfs, private mode, owner) for any
+/// directory: `tmpvault run --file` writes secrets only where the scratch
+/// dir itself could be.
+pub fn private_dir_checks(dir: &Path) -> Vec<Check> {
+    let magic = sysinfo::fs_magic(dir);
+    let metadata = fs::metadata(dir);
+    vec![
+        scratch_tmpfs(dir, &magic),
+        scratch_mode(dir, &metadata),
+        scratch_owner(dir, &metadata),
+    ]
+}
+
 fn scratch_tmpfs(dir: &Path, magic: &Result<u64, sysinfo::SysinfoError>) -> Check {
     const ID: &str = "scratch.tmpfs";
     let shown = dir.display();
