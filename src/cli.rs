@@ -297,7 +297,7 @@ fn keygen_command(args: &KeygenArgs) -> Result<ExitCode, String> {
 /// Flags of `healthcheck`.
 #[derive(Debug, Args)]
 pub struct HealthcheckArgs {
-    /// URL to GET [default: /readyz on TMPVAULT_OPS_LISTEN, else http://127.0.0.1:9090/readyz].
+    /// The ops listener's address (`http://127.0.0.1:9090`, which asks /readyz) or a full URL to GET [default: /readyz on TMPVAULT_OPS_LISTEN, else http://127.0.0.1:9090/readyz].
     #[arg(long, env = "TMPVAULT_OPS_URL")]
     ops_url: Option<String>,
     /// The server's ops listener, to derive the default URL from.
