@@ -245,6 +245,7 @@ pub struct SelfcheckArgs {
 fn selfcheck_command(args: &SelfcheckArgs, hardening: &HardeningReport) -> ExitCode {
     let report = crate::selfcheck::run(&crate::selfcheck::Input {
         context: crate::selfcheck::Context::Selfcheck,
+        environment: crate::selfcheck::Environment::detect(),
         scratch_dir: &args.scratch_dir,
         allow_root: args.allow_root,
         tls_key_file: args.tls_key.as_deref(),
