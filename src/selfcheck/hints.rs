@@ -82,12 +82,16 @@ pub fn is_mount_point(path: &Path) -> bool {
     })
 }
 
-/// The user and group a fix gives the scratch dir to: the process's real
-/// ids. (For root, the process.user fix moves both to [`UNPRIVILEGED_ID`].)
+/// The user and group a fix gives the scratch dir to: the ones the process
+/// runs as, which scratch.owner compares with. (For root, the process.user
+/// fix moves both to [`UNPRIVILEGED_ID`].) The effective ids, not the real
+/// ones: they are the same in a container, and seccomp.json allows
+/// geteuid/getegid, which the checks already use, but not getuid/getgid
+/// (denied, they return -1).
 fn owner() -> (u32, u32) {
     (
-        nix::unistd::getuid().as_raw(),
-        nix::unistd::getgid().as_raw(),
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
     )
 }
 
