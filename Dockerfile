@@ -4,9 +4,9 @@
 #
 #   docker build -t tmpvault .
 #       Default: compiles in rust:1.95 and copies the static binary into
-#       scratch. Needs a registry and BuildKit (the default builder since
-#       Docker 23; the classic builder runs every stage before the target,
-#       including the offline one below).
+#       scratch. Needs a registry; works with BuildKit and with the classic
+#       builder (DOCKER_BUILDKIT=0, the default before Docker 23), which
+#       also runs the offline stage below on the way (see there).
 #
 #   scripts/static-build && docker build --target offline -t tmpvault .
 #       Offline and air-gapped: copies a static binary built on the host
@@ -56,9 +56,20 @@ CMD ["serve"]
 # ---------------------------------------------------------------------------
 # Offline path. It comes before the Rust stage so that the classic builder,
 # which builds every stage up to --target, never needs a registry.
+#
+# The classic builder also builds this stage for a plain `docker build .`,
+# where no host binary need exist; a plain COPY of a missing file would
+# stop that build here ("COPY failed: ... file does not exist"). So the
+# binary is copied by a wildcard, which may match nothing, beside docs/,
+# which always exists and which .dockerignore sends empty: without
+# scripts/static-build this stage holds no /tmpvault, the default build goes
+# on, and the README pairs the offline target with scripts/static-build
+# (`scripts/static-build && docker build --target offline`).
+# scripts/container-test checks that the offline image holds /tmpvault and
+# nothing else, and that a classic default build gets past this stage.
 FROM runtime AS offline
 ARG BINARY=target/x86_64-unknown-linux-gnu/release/tmpvault
-COPY ${BINARY} /tmpvault
+COPY docs ${BINARY}* /
 
 # ---------------------------------------------------------------------------
 # Default path: build the static binary (as scripts/static-build does).

@@ -107,6 +107,7 @@ impl SelfcheckInputs {
         selfcheck::run(&selfcheck::Input {
             reload_error: reload_error.as_deref(),
             context: self.context,
+            environment: selfcheck::Environment::detect(),
             scratch_dir: &config.scratch_dir,
             allow_root: config.allow_root,
             tls_key_file: Some(&config.tls.key),

@@ -333,6 +333,7 @@ fn selfcheck_command(args: &SelfcheckArgs, hardening: &HardeningReport) -> ExitC
     let report = crate::selfcheck::run(&crate::selfcheck::Input {
         trusted_files: &trusted_files,
         context: crate::selfcheck::Context::Selfcheck,
+        environment: crate::selfcheck::Environment::detect(),
         scratch_dir: &args.scratch_dir,
         allow_root: args.allow_root,
         tls_key_file: args.tls_key.as_deref(),
@@ -385,7 +386,7 @@ fn keygen_command(args: &KeygenArgs) -> Result<ExitCode, String> {
 /// Flags of `healthcheck`.
 #[derive(Debug, Args)]
 pub struct HealthcheckArgs {
-    /// URL to GET [default: /readyz on TMPVAULT_OPS_LISTEN, else http://127.0.0.1:9090/readyz].
+    /// The ops listener's address (`http://127.0.0.1:9090`, which asks /readyz) or a full URL to GET [default: /readyz on TMPVAULT_OPS_LISTEN, else http://127.0.0.1:9090/readyz].
     #[arg(long, env = "TMPVAULT_OPS_URL")]
     ops_url: Option<String>,
     /// The server's ops listener, to derive the default URL from.
@@ -449,6 +450,9 @@ struct PutArgs {
     /// Media type served back on GET.
     #[arg(long)]
     content_type: Option<String>,
+    /// Store an empty value (refused otherwise: an empty stdin is usually a missing pipe).
+    #[arg(long)]
+    allow_empty: bool,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -482,6 +486,9 @@ struct PushArgs {
     /// Time to live of the list if this push creates it.
     #[arg(long)]
     ttl: Option<String>,
+    /// Push an empty item (refused otherwise: an empty stdin is usually a missing pipe).
+    #[arg(long)]
+    allow_empty: bool,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -497,21 +504,31 @@ struct PopArgs {
     client: ClientArgs,
 }
 
-/// Reads a value from a file or stdin into wiped-on-drop memory.
-fn read_value(file: Option<&PathBuf>) -> Result<Zeroizing<Vec<u8>>, String> {
+/// Reads a value from a file or stdin into wiped-on-drop memory. An empty
+/// value is refused unless `allow_empty`: `tmpvault put KEY` with nothing
+/// piped in (or a file truncated by mistake) would otherwise quietly store
+/// an empty secret in place of the real one.
+fn read_value(file: Option<&PathBuf>, allow_empty: bool) -> Result<Zeroizing<Vec<u8>>, String> {
     let mut value = Zeroizing::new(Vec::new());
-    match file {
+    let source = match file {
         Some(path) if path.as_os_str() != "-" => {
             let mut file = std::fs::File::open(path)
                 .map_err(|e| format!("reading {}: {e}", path.display()))?;
             file.read_to_end(&mut value)
                 .map_err(|e| format!("reading {}: {e}", path.display()))?;
+            path.display().to_string()
         }
         _ => {
             std::io::stdin()
                 .read_to_end(&mut value)
                 .map_err(|e| format!("reading stdin: {e}"))?;
+            "stdin".to_owned()
         }
+    };
+    if value.is_empty() && !allow_empty {
+        return Err(format!(
+            "refusing an empty value: {source} gave 0 bytes; pass --allow-empty to store one"
+        ));
     }
     Ok(value)
 }
@@ -616,7 +633,7 @@ async fn client_command(command: ClientCommand) -> Result<ExitCode, String> {
     let problem = |error: ClientError| error.to_string();
     match command {
         ClientCommand::Put(args) => {
-            let value = read_value(args.file.as_ref())?;
+            let value = read_value(args.file.as_ref(), args.allow_empty)?;
             let options = PutOptions {
                 ttl: args.ttl.as_deref(),
                 max_reads: args.max_reads,
@@ -681,7 +698,7 @@ async fn client_command(command: ClientCommand) -> Result<ExitCode, String> {
             print_json(&client.renew(&args.key, &args.ttl).await.map_err(problem)?)?;
         }
         ClientCommand::Push(args) => {
-            let item = read_value(args.file.as_ref())?;
+            let item = read_value(args.file.as_ref(), args.allow_empty)?;
             let client = args.client.client().map_err(problem)?;
             let meta = client
                 .push(&args.key, Bytes::from_owner(item), args.ttl.as_deref())

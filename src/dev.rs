@@ -95,6 +95,7 @@ curl --cacert "$TMPVAULT_CACERT" --cert "$TMPVAULT_CLIENT_CERT" --key "$TMPVAULT
   "$TMPVAULT_ADDR/v1/secrets/demo/db-password"
 
 # Or with the CLI (in another terminal, after the exports; from a checkout,
+# install it with `cargo install --path .`, or write
 # `cargo run --release --` in place of `tmpvault`):
 #   echo -n s3cr3t | tmpvault put demo/db-password --ttl 10m
 #   tmpvault get demo/db-password

@@ -142,8 +142,7 @@ fn lock_memory() -> MemoryLock {
             .map_or_else(|| "unlimited".to_owned(), |bytes| format!("{bytes} bytes"));
         return MemoryLock::Skipped(format!(
             "RLIMIT_MEMLOCK is {soft} and CAP_IPC_LOCK is not held, so locking all memory \
-             would make allocations fail at the limit: raise it (docker run --ulimit memlock=-1, \
-             compose ulimits: memlock: -1)"
+             would make allocations fail at the limit; raise the limit"
         ));
     };
     // MCL_ONFAULT: lock pages as they are first touched instead of

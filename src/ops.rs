@@ -185,8 +185,24 @@ pub fn default_ops_url(ops_listen: Option<SocketAddr>) -> String {
     format!("http://{addr}/readyz")
 }
 
-/// GETs `url` with a deadline; Ok only on 200.
+/// The URL a `--ops-url` names: the ops listener's base address
+/// (`http://127.0.0.1:9090`, with or without the trailing `/`) means its
+/// `/readyz`, which is what people pass; any other path is asked as given.
+pub fn readiness_url(ops_url: &str) -> String {
+    let Some(rest) = ops_url.strip_prefix("http://") else {
+        return ops_url.to_owned();
+    };
+    match rest.find(['/', '?', '#']) {
+        None => format!("{ops_url}/readyz"),
+        Some(at) if &rest[at..] == "/" => format!("{ops_url}readyz"),
+        Some(_) => ops_url.to_owned(),
+    }
+}
+
+/// GETs `url` with a deadline; Ok only on 200. A base URL without a path
+/// asks `/readyz` ([`readiness_url`]).
 pub async fn healthcheck(url: &str, timeout: Duration) -> Result<(), HealthcheckError> {
+    let url = &readiness_url(url);
     let uri: hyper::Uri = url
         .parse()
         .map_err(|_| HealthcheckError::Url(url.to_owned()))?;
@@ -227,5 +243,31 @@ pub async fn healthcheck(url: &str, timeout: Duration) -> Result<(), Healthcheck
             url: url.to_owned(),
             status: status.as_u16(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::readiness_url;
+
+    #[test]
+    fn a_base_url_means_readyz() {
+        for (given, asked) in [
+            ("http://127.0.0.1:9090", "http://127.0.0.1:9090/readyz"),
+            ("http://127.0.0.1:9090/", "http://127.0.0.1:9090/readyz"),
+            ("http://[::1]:9090", "http://[::1]:9090/readyz"),
+            (
+                "http://127.0.0.1:9090/readyz",
+                "http://127.0.0.1:9090/readyz",
+            ),
+            (
+                "http://127.0.0.1:9090/healthz",
+                "http://127.0.0.1:9090/healthz",
+            ),
+            ("http://127.0.0.1:9090/nope", "http://127.0.0.1:9090/nope"),
+            ("ftp://x", "ftp://x"),
+        ] {
+            assert_eq!(readiness_url(given), asked, "{given}");
+        }
     }
 }

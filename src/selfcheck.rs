@@ -23,6 +23,9 @@ use zeroize::Zeroizing;
 use crate::harden::{HardeningReport, MemoryLock, StepOutcome};
 use crate::sysinfo::{self, SeccompMode, TMPFS_MAGIC};
 
+mod hints;
+pub use hints::Environment;
+
 /// The ids of the checks, in the order [`run`] reports them.
 pub const CHECK_IDS: [&str; 18] = [
     "scratch.tmpfs",
@@ -129,6 +132,9 @@ pub use crate::config::SnapshotSetting as SnapshotMode;
 pub struct Input<'a> {
     /// Which command is running.
     pub context: Context,
+    /// Where the process runs ([`Environment::detect`]); it decides how the
+    /// fixes in the details are spelled.
+    pub environment: Environment,
     /// `--scratch-dir`.
     pub scratch_dir: &'a Path,
     /// `--allow-root`.
@@ -165,26 +171,29 @@ pub fn run(input: &Input<'_>) -> Report {
     let scratch_metadata = fs::metadata(scratch);
     let status = sysinfo::proc_status();
     let memory_locked = input.hardening.memory_locked();
+    let place = input.environment;
 
     let checks = vec![
-        scratch_tmpfs(scratch, &scratch_magic),
-        scratch_mode(scratch, &scratch_metadata),
-        scratch_owner(scratch, &scratch_metadata),
-        scratch_mount(scratch),
+        scratch_tmpfs(place, scratch, &scratch_magic),
+        scratch_mode(place, scratch, &scratch_metadata),
+        scratch_owner(place, scratch, &scratch_metadata),
+        scratch_mount(place, scratch),
         process_user(
+            place,
+            scratch,
             nix::unistd::geteuid().as_raw(),
             input.context,
             input.allow_root,
         ),
         process_core_dumps(input.hardening),
-        process_memory_lock(&input.hardening.memory_lock),
-        host_swap(sysinfo::swap_total(), memory_locked),
-        process_no_new_privs(&status, &input.hardening.no_new_privs),
-        process_capabilities(&status),
-        process_seccomp(&status),
-        cgroup_memory_limit(sysinfo::read_cgroup_memory(), input.max_memory),
-        rootfs_read_only(sysinfo::is_read_only(Path::new("/"))),
-        tls_key_file(input.tls_key_file),
+        process_memory_lock(place, &input.hardening.memory_lock),
+        host_swap(place, sysinfo::swap_total(), memory_locked),
+        process_no_new_privs(place, &status, &input.hardening.no_new_privs),
+        process_capabilities(place, &status),
+        process_seccomp(place, &status),
+        cgroup_memory_limit(place, sysinfo::read_cgroup_memory(), input.max_memory),
+        rootfs_read_only(place, sysinfo::is_read_only(Path::new("/"))),
+        tls_key_file(place, input.tls_key_file),
         config_files(input.trusted_files),
         snapshot_key(input, &scratch_magic),
         policy_present(input.policy_present),
@@ -313,25 +322,28 @@ fn mode_of(metadata: &Metadata) -> u32 {
 /// directory: `tmpvault run --file` writes secrets only where the scratch
 /// dir itself could be.
 pub fn private_dir_checks(dir: &Path) -> Vec<Check> {
+    let place = Environment::detect();
     let magic = sysinfo::fs_magic(dir);
     let metadata = fs::metadata(dir);
     vec![
-        scratch_tmpfs(dir, &magic),
-        scratch_mode(dir, &metadata),
-        scratch_owner(dir, &metadata),
+        scratch_tmpfs(place, dir, &magic),
+        scratch_mode(place, dir, &metadata),
+        scratch_owner(place, dir, &metadata),
     ]
 }
 
-fn scratch_tmpfs(dir: &Path, magic: &Result<u64, sysinfo::SysinfoError>) -> Check {
+fn scratch_tmpfs(
+    place: Environment,
+    dir: &Path,
+    magic: &Result<u64, sysinfo::SysinfoError>,
+) -> Check {
     const ID: &str = "scratch.tmpfs";
     let shown = dir.display();
+    let fix = hints::scratch_tmpfs(place, dir);
     match magic {
         Err(error) => Check::fail(
             ID,
-            format!(
-                "cannot tell which filesystem scratch dir {shown} is on ({error}): create it on \
-                 a tmpfs mount"
-            ),
+            format!("cannot tell which filesystem scratch dir {shown} is on ({error}): {fix}"),
         ),
         Ok(magic) if *magic == TMPFS_MAGIC => {
             Check::pass(ID, format!("scratch dir {shown} is on tmpfs"))
@@ -346,11 +358,7 @@ fn scratch_tmpfs(dir: &Path, magic: &Result<u64, sysinfo::SysinfoError>) -> Chec
                 .unwrap_or_else(|| "an unknown filesystem".to_owned());
             Check::fail(
                 ID,
-                format!(
-                    "scratch dir {shown} is on {name} ({magic:#x}), not tmpfs: mount a tmpfs \
-                     there (docker run --mount type=tmpfs,dst={shown},tmpfs-mode=1770; \
-                     Kubernetes emptyDir medium: Memory)"
-                ),
+                format!("scratch dir {shown} is on {name} ({magic:#x}), not tmpfs: {fix}"),
             )
         }
     }
@@ -369,11 +377,21 @@ fn scratch_mode_problem(mode: u32) -> Option<&'static str> {
     }
 }
 
-fn scratch_mode(dir: &Path, metadata: &std::io::Result<Metadata>) -> Check {
+/// The detail of a scratch dir that cannot be looked at (most often: it
+/// does not exist), with the fix that makes it: the scratch.tmpfs one.
+fn unreadable_scratch(place: Environment, dir: &Path, error: &std::io::Error) -> String {
+    format!(
+        "cannot stat scratch dir {}: {error}: {}",
+        dir.display(),
+        hints::scratch_tmpfs(place, dir)
+    )
+}
+
+fn scratch_mode(place: Environment, dir: &Path, metadata: &std::io::Result<Metadata>) -> Check {
     const ID: &str = "scratch.mode";
     let shown = dir.display();
     match metadata {
-        Err(error) => Check::fail(ID, format!("cannot stat scratch dir {shown}: {error}")),
+        Err(error) => Check::fail(ID, unreadable_scratch(place, dir, error)),
         Ok(metadata) if !metadata.is_dir() => {
             Check::fail(ID, format!("scratch dir {shown} is not a directory"))
         }
@@ -384,8 +402,8 @@ fn scratch_mode(dir: &Path, metadata: &std::io::Result<Metadata>) -> Check {
                 Some(problem) => Check::fail(
                     ID,
                     format!(
-                        "scratch dir {shown} has mode {mode:04o}: {problem}; chmod 0700 (or 1770 \
-                         for a shared group: tmpfs-mode=1770)"
+                        "scratch dir {shown} has mode {mode:04o}: {problem}; {}",
+                        hints::scratch_mode(place, dir)
                     ),
                 ),
             }
@@ -393,12 +411,12 @@ fn scratch_mode(dir: &Path, metadata: &std::io::Result<Metadata>) -> Check {
     }
 }
 
-fn scratch_owner(dir: &Path, metadata: &std::io::Result<Metadata>) -> Check {
+fn scratch_owner(place: Environment, dir: &Path, metadata: &std::io::Result<Metadata>) -> Check {
     const ID: &str = "scratch.owner";
     let shown = dir.display();
     let metadata = match metadata {
         Ok(metadata) => metadata,
-        Err(error) => return Check::fail(ID, format!("cannot stat scratch dir {shown}: {error}")),
+        Err(error) => return Check::fail(ID, unreadable_scratch(place, dir, error)),
     };
     let (uid, gid) = (metadata.uid(), metadata.gid());
     let euid = nix::unistd::geteuid().as_raw();
@@ -418,13 +436,14 @@ fn scratch_owner(dir: &Path, metadata: &std::io::Result<Metadata>) -> Check {
             ID,
             format!(
                 "scratch dir {shown} is owned by {uid}:{gid}, the process runs as {euid}:{egid}: \
-                 chown it (tmpfs uid=/gid= mount options; Kubernetes fsGroup)"
+                 {}",
+                hints::scratch_owner(place, dir)
             ),
         )
     }
 }
 
-fn scratch_mount(dir: &Path) -> Check {
+fn scratch_mount(place: Environment, dir: &Path) -> Check {
     const ID: &str = "scratch.mount";
     let mount = match sysinfo::mount_containing(dir) {
         Ok(mount) => mount,
@@ -444,27 +463,27 @@ fn scratch_mount(dir: &Path) -> Check {
     // What is missing, as said in the detail and as the mount option to add.
     let mut missing: Vec<(&str, &str)> = Vec::new();
     if size.is_none() {
-        missing.push(("a size= limit", "size=<limit>"));
+        missing.push(("a size= limit", "size=16m"));
     }
     for flag in ["nosuid", "nodev", "noexec"] {
         if !mount.has_mount_option(flag) {
             missing.push((flag, flag));
         }
     }
-    let place = format!("{} mount on {}", mount.fs_type, mount.mount_point.display());
+    let where_ = format!("{} mount on {}", mount.fs_type, mount.mount_point.display());
     match size {
         Some(size) if missing.is_empty() => Check::pass(
             ID,
-            format!("{place} has size={size}, nosuid, nodev, noexec"),
+            format!("{where_} has size={size}, nosuid, nodev, noexec"),
         ),
         _ => {
             let (said, options): (Vec<&str>, Vec<&str>) = missing.into_iter().unzip();
             Check::warn(
                 ID,
                 format!(
-                    "{place} lacks {}: mount it with -o {}",
+                    "{where_} lacks {}: {}",
                     said.join(", "),
-                    options.join(",")
+                    hints::scratch_mount(place, dir, &mount.mount_point, &options)
                 ),
             )
         }
@@ -474,24 +493,29 @@ fn scratch_mount(dir: &Path) -> Check {
 // ---------------------------------------------------------------------------
 // process.*, host.*, cgroup.*, rootfs.*
 
-fn process_user(euid: u32, context: Context, allow_root: bool) -> Check {
+fn process_user(
+    place: Environment,
+    scratch: &Path,
+    euid: u32,
+    context: Context,
+    allow_root: bool,
+) -> Check {
     const ID: &str = "process.user";
-    const FIX: &str = "run as a non-root user (docker run --user 65532:65532; Kubernetes \
-                       runAsNonRoot: true)";
+    let fix = hints::process_user(place, scratch);
     if euid != 0 {
         return Check::pass(ID, format!("running as uid {euid}"));
     }
     match (context, allow_root) {
         (Context::Dev, _) => Check::warn(
             ID,
-            format!("running as root: acceptable for tmpvault dev, never in production; {FIX}"),
+            format!("running as root: acceptable for tmpvault dev, never in production; {fix}"),
         ),
         (Context::Serve | Context::Selfcheck, true) => Check::warn(
             ID,
-            format!("running as root, allowed by --allow-root: {FIX}"),
+            format!("running as root, allowed by --allow-root: {fix}"),
         ),
         (Context::Serve | Context::Selfcheck, false) => {
-            Check::fail(ID, format!("running as root: {FIX}, or pass --allow-root"))
+            Check::fail(ID, format!("running as root: {fix}; or pass --allow-root"))
         }
     }
 }
@@ -559,21 +583,17 @@ fn process_core_dumps(hardening: &HardeningReport) -> Check {
     }
 }
 
-fn process_memory_lock(lock: &MemoryLock) -> Check {
+fn process_memory_lock(place: Environment, lock: &MemoryLock) -> Check {
     const ID: &str = "process.memory_lock";
+    let fix = hints::memory_lock(place);
     match lock {
         MemoryLock::Locked(why) => Check::pass(
             ID,
             format!("memory locked against swap with mlockall ({why})"),
         ),
-        MemoryLock::Skipped(reason) => Check::warn(ID, format!("memory not locked: {reason}")),
-        MemoryLock::Failed(reason) => Check::warn(
-            ID,
-            format!(
-                "memory not locked: {reason}: allow locking (docker run --ulimit memlock=-1, \
-                 compose ulimits: memlock: -1)"
-            ),
-        ),
+        MemoryLock::Skipped(reason) | MemoryLock::Failed(reason) => {
+            Check::warn(ID, format!("memory not locked: {reason}: {fix}"))
+        }
         MemoryLock::NotRun => Check::warn(
             ID,
             "memory not locked: the process did not run its hardening step",
@@ -581,7 +601,11 @@ fn process_memory_lock(lock: &MemoryLock) -> Check {
     }
 }
 
-fn host_swap(swap: Result<u64, sysinfo::SysinfoError>, memory_locked: bool) -> Check {
+fn host_swap(
+    place: Environment,
+    swap: Result<u64, sysinfo::SysinfoError>,
+    memory_locked: bool,
+) -> Check {
     const ID: &str = "host.swap";
     match swap {
         Err(error) => Check::warn(ID, format!("cannot tell whether swap is on: {error}")),
@@ -597,14 +621,16 @@ fn host_swap(swap: Result<u64, sysinfo::SysinfoError>, memory_locked: bool) -> C
             ID,
             format!(
                 "swap is on ({}) and memory is not locked, so secrets may be written to swap: \
-                 allow locking (--ulimit memlock=-1) or turn swap off",
-                human_bytes(bytes)
+                 turn swap off (`swapoff -a`) or allow locking: {}",
+                human_bytes(bytes),
+                hints::memory_lock(place)
             ),
         ),
     }
 }
 
 fn process_no_new_privs(
+    place: Environment,
     status: &Result<sysinfo::ProcStatus, sysinfo::SysinfoError>,
     step: &StepOutcome,
 ) -> Check {
@@ -616,8 +642,8 @@ fn process_no_new_privs(
             Check::warn(
                 ID,
                 format!(
-                    "no_new_privs is not set ({why}): run with docker --security-opt \
-                     no-new-privileges or Kubernetes allowPrivilegeEscalation: false"
+                    "no_new_privs is not set ({why}): {}",
+                    hints::process_no_new_privs(place)
                 ),
             )
         }
@@ -626,16 +652,19 @@ fn process_no_new_privs(
     }
 }
 
-fn process_capabilities(status: &Result<sysinfo::ProcStatus, sysinfo::SysinfoError>) -> Check {
+fn process_capabilities(
+    place: Environment,
+    status: &Result<sysinfo::ProcStatus, sysinfo::SysinfoError>,
+) -> Check {
     const ID: &str = "process.capabilities";
     match status.as_ref().map(|status| status.cap_eff) {
         Ok(Some(0)) => Check::pass(ID, "effective capability set is empty"),
         Ok(Some(caps)) => Check::warn(
             ID,
             format!(
-                "effective capabilities {caps:#018x} ({}): drop them (docker run --cap-drop ALL; \
-                 Kubernetes capabilities: drop: [ALL])",
-                sysinfo::capability_names(caps).join(", ")
+                "effective capabilities {caps:#018x} ({}): {}",
+                sysinfo::capability_names(caps).join(", "),
+                hints::process_capabilities(place)
             ),
         ),
         Ok(None) => Check::warn(ID, "no readable CapEff line in /proc/self/status"),
@@ -643,19 +672,21 @@ fn process_capabilities(status: &Result<sysinfo::ProcStatus, sysinfo::SysinfoErr
     }
 }
 
-fn process_seccomp(status: &Result<sysinfo::ProcStatus, sysinfo::SysinfoError>) -> Check {
+fn process_seccomp(
+    place: Environment,
+    status: &Result<sysinfo::ProcStatus, sysinfo::SysinfoError>,
+) -> Check {
     const ID: &str = "process.seccomp";
-    const FIX: &str = "run with the shipped seccomp.json (docker run --security-opt \
-                       seccomp=seccomp.json; Kubernetes seccompProfile type: Localhost)";
+    let fix = hints::process_seccomp(place);
     match status.as_ref().map(|status| status.seccomp) {
         Ok(Some(SeccompMode::Filter)) => Check::pass(ID, "a seccomp filter is active"),
-        Ok(Some(SeccompMode::Disabled)) => Check::warn(ID, format!("no seccomp filter: {FIX}")),
+        Ok(Some(SeccompMode::Disabled)) => Check::warn(ID, format!("no seccomp filter: {fix}")),
         Ok(Some(SeccompMode::Strict)) => Check::warn(
             ID,
-            format!("seccomp is in strict mode, not a filter: {FIX}"),
+            format!("seccomp is in strict mode, not a filter: {fix}"),
         ),
         Ok(Some(SeccompMode::Other(mode))) => {
-            Check::warn(ID, format!("unknown seccomp mode {mode}: {FIX}"))
+            Check::warn(ID, format!("unknown seccomp mode {mode}: {fix}"))
         }
         Ok(None) => Check::warn(ID, "no readable Seccomp line in /proc/self/status"),
         Err(error) => Check::warn(ID, format!("cannot read the seccomp mode: {error}")),
@@ -663,23 +694,23 @@ fn process_seccomp(status: &Result<sysinfo::ProcStatus, sysinfo::SysinfoError>) 
 }
 
 fn cgroup_memory_limit(
+    place: Environment,
     cgroup: Result<sysinfo::CgroupMemory, sysinfo::SysinfoError>,
     max_memory: u64,
 ) -> Check {
     const ID: &str = "cgroup.memory_limit";
-    const FIX: &str = "set a memory limit (docker run --memory; Kubernetes \
-                       resources.limits.memory)";
+    let fix = hints::memory_limit(place);
     let budget = human_bytes(max_memory);
     match cgroup {
         Err(error) => Check::warn(
             ID,
-            format!("cannot read the cgroup memory limit ({error}): {FIX}"),
+            format!("cannot read the cgroup memory limit ({error}): {fix}"),
         ),
         Ok(cgroup) => match cgroup.limit {
             None => Check::warn(
                 ID,
                 format!(
-                    "no cgroup memory limit ({} is unlimited): {FIX}",
+                    "no cgroup memory limit ({} is unlimited): {fix}",
                     cgroup.file.display()
                 ),
             ),
@@ -695,24 +726,35 @@ fn cgroup_memory_limit(
                 ID,
                 format!(
                     "--max-memory {budget} exceeds the cgroup memory limit {} ({}): the OOM \
-                     killer would strike before the budget does; lower --max-memory (the default \
-                     is half the limit) or raise the limit",
+                     killer would strike before the budget does; `--max-memory {}` or less (or \
+                     leave it out: the default is half the limit), or raise the limit",
                     human_bytes(limit),
-                    cgroup.file.display()
+                    cgroup.file.display(),
+                    suggested_budget(limit)
                 ),
             ),
         },
     }
 }
 
-fn rootfs_read_only(read_only: Result<bool, sysinfo::SysinfoError>) -> Check {
+/// Half of a cgroup limit, spelled as `--max-memory` reads it (`32MiB`,
+/// or plain bytes when it is not a whole number of MiB).
+fn suggested_budget(limit: u64) -> String {
+    let half = limit / 2;
+    if half >= 1 << 20 && half % (1 << 20) == 0 {
+        format!("{}MiB", half >> 20)
+    } else {
+        half.to_string()
+    }
+}
+
+fn rootfs_read_only(place: Environment, read_only: Result<bool, sysinfo::SysinfoError>) -> Check {
     const ID: &str = "rootfs.read_only";
     match read_only {
         Ok(true) => Check::pass(ID, "/ is mounted read-only"),
         Ok(false) => Check::warn(
             ID,
-            "/ is mounted read-write: run with a read-only root filesystem (docker run \
-             --read-only; Kubernetes readOnlyRootFilesystem: true)",
+            format!("/ is mounted read-write: {}", hints::read_only_root(place)),
         ),
         Err(error) => Check::warn(ID, format!("cannot tell whether / is read-only: {error}")),
     }
@@ -721,7 +763,7 @@ fn rootfs_read_only(read_only: Result<bool, sysinfo::SysinfoError>) -> Check {
 // ---------------------------------------------------------------------------
 // tls.*, snapshot.*, policy.*
 
-fn tls_key_file(key_file: Option<&Path>) -> Check {
+fn tls_key_file(place: Environment, key_file: Option<&Path>) -> Check {
     const ID: &str = "tls.key_file";
     let Some(path) = key_file else {
         return Check::pass(ID, "no key file configured");
@@ -743,8 +785,8 @@ fn tls_key_file(key_file: Option<&Path>) -> Check {
         Check::warn(
             ID,
             format!(
-                "TLS key file {shown} has mode {mode:04o}, open to others: chmod 0400 (Kubernetes \
-                 Secret volume defaultMode: 0400)"
+                "TLS key file {shown} has mode {mode:04o}, open to others: {}",
+                hints::key_file_mode(place, path)
             ),
         )
     } else {
@@ -915,6 +957,8 @@ fn config_reload(error: Option<&str>) -> Check {
 mod tests {
     use super::*;
 
+    const H: Environment = Environment::Host;
+
     #[test]
     fn statuses_order_worst_last() {
         assert!(Status::Pass < Status::Warn && Status::Warn < Status::Fail);
@@ -994,39 +1038,60 @@ mod tests {
     #[test]
     fn root_is_judged_by_context() {
         assert_eq!(
-            process_user(1000, Context::Serve, false).status,
+            process_user(H, Path::new("/scratch"), 1000, Context::Serve, false).status,
             Status::Pass
         );
-        assert_eq!(process_user(0, Context::Serve, false).status, Status::Fail);
         assert_eq!(
-            process_user(0, Context::Selfcheck, false).status,
+            process_user(H, Path::new("/scratch"), 0, Context::Serve, false).status,
             Status::Fail
         );
-        assert_eq!(process_user(0, Context::Serve, true).status, Status::Warn);
-        assert_eq!(process_user(0, Context::Dev, false).status, Status::Warn);
-        assert!(process_user(0, Context::Serve, false)
-            .detail
-            .contains("--allow-root"));
+        assert_eq!(
+            process_user(H, Path::new("/scratch"), 0, Context::Selfcheck, false).status,
+            Status::Fail
+        );
+        assert_eq!(
+            process_user(H, Path::new("/scratch"), 0, Context::Serve, true).status,
+            Status::Warn
+        );
+        assert_eq!(
+            process_user(H, Path::new("/scratch"), 0, Context::Dev, false).status,
+            Status::Warn
+        );
+        assert!(
+            process_user(H, Path::new("/scratch"), 0, Context::Serve, false)
+                .detail
+                .contains("--allow-root")
+        );
     }
 
     #[test]
     fn memory_lock_and_swap() {
         let locked = MemoryLock::Locked("RLIMIT_MEMLOCK is unlimited".to_owned());
-        assert_eq!(process_memory_lock(&locked).status, Status::Pass);
-        let skipped = MemoryLock::Skipped("limit 8 MiB: --ulimit memlock=-1".to_owned());
-        let check = process_memory_lock(&skipped);
+        assert_eq!(process_memory_lock(H, &locked).status, Status::Pass);
+        let skipped = MemoryLock::Skipped("limit 8 MiB".to_owned());
+        let check = process_memory_lock(H, &skipped);
         assert_eq!(check.status, Status::Warn);
-        assert!(check.detail.contains("memlock=-1"));
+        assert!(
+            check.detail.contains("`ulimit -l unlimited`"),
+            "{}",
+            check.detail
+        );
+        let check = process_memory_lock(Environment::Docker, &skipped);
+        assert!(
+            check.detail.contains("`--ulimit memlock=-1`"),
+            "{}",
+            check.detail
+        );
         assert_eq!(
-            process_memory_lock(&MemoryLock::NotRun).status,
+            process_memory_lock(H, &MemoryLock::NotRun).status,
             Status::Warn
         );
 
-        assert_eq!(host_swap(Ok(0), false).status, Status::Pass);
-        let check = host_swap(Ok(1 << 30), true);
+        assert_eq!(host_swap(H, Ok(0), false).status, Status::Pass);
+        let check = host_swap(H, Ok(1 << 30), true);
         assert_eq!(check.status, Status::Pass);
         assert!(check.detail.contains("locked"));
-        assert_eq!(host_swap(Ok(1 << 30), false).status, Status::Warn);
+        assert_eq!(host_swap(H, Ok(1 << 30), false).status, Status::Warn);
     }
 
     fn status_with(
@@ -1045,36 +1110,36 @@ mod tests {
     fn status_checks() {
         let applied = StepOutcome::Applied;
         assert_eq!(
-            process_no_new_privs(&status_with(None, None, Some(true)), &applied).status,
+            process_no_new_privs(H, &status_with(None, None, Some(true)), &applied).status,
             Status::Pass
         );
         assert_eq!(
-            process_no_new_privs(&status_with(None, None, Some(false)), &applied).status,
+            process_no_new_privs(H, &status_with(None, None, Some(false)), &applied).status,
             Status::Warn
         );
         assert_eq!(
-            process_no_new_privs(&status_with(None, None, None), &applied).status,
+            process_no_new_privs(H, &status_with(None, None, None), &applied).status,
             Status::Warn
         );
         assert_eq!(
-            process_capabilities(&status_with(Some(0), None, None)).status,
+            process_capabilities(H, &status_with(Some(0), None, None)).status,
             Status::Pass
         );
-        let check = process_capabilities(&status_with(Some(1 << 10), None, None));
+        let check = process_capabilities(H, &status_with(Some(1 << 10), None, None));
         assert_eq!(check.status, Status::Warn);
         assert!(check
             .detail
             .contains("0x0000000000000400 (NET_BIND_SERVICE)"));
         assert_eq!(
-            process_seccomp(&status_with(None, Some(SeccompMode::Filter), None)).status,
+            process_seccomp(H, &status_with(None, Some(SeccompMode::Filter), None)).status,
             Status::Pass
         );
         assert_eq!(
-            process_seccomp(&status_with(None, Some(SeccompMode::Disabled), None)).status,
+            process_seccomp(H, &status_with(None, Some(SeccompMode::Disabled), None)).status,
             Status::Warn
         );
         let unreadable = Err(sysinfo::SysinfoError::NoMount { path: "/x".into() });
-        assert_eq!(process_seccomp(&unreadable).status, Status::Warn);
+        assert_eq!(process_seccomp(H, &unreadable).status, Status::Warn);
     }
 
     #[test]
@@ -1086,19 +1151,24 @@ mod tests {
                 file: "/sys/fs/cgroup/memory.max".into(),
             })
         };
-        let check = cgroup_memory_limit(cgroup(Some(512 << 20)), 256 << 20);
+        let check = cgroup_memory_limit(H, cgroup(Some(512 << 20)), 256 << 20);
         assert_eq!(check.status, Status::Pass);
         assert!(check.detail.contains("256 MiB"));
         assert!(check.detail.contains("512 MiB"));
         assert_eq!(
-            cgroup_memory_limit(cgroup(Some(256 << 20)), 256 << 20).status,
+            cgroup_memory_limit(H, cgroup(Some(256 << 20)), 256 << 20).status,
             Status::Pass
         );
-        let check = cgroup_memory_limit(cgroup(Some(128 << 20)), 256 << 20);
+        let check = cgroup_memory_limit(H, cgroup(Some(128 << 20)), 256 << 20);
         assert_eq!(check.status, Status::Fail);
         assert!(check.detail.contains("OOM"));
+        assert!(
+            check.detail.contains("`--max-memory 64MiB`"),
+            "{}",
+            check.detail
+        );
         assert_eq!(
-            cgroup_memory_limit(cgroup(None), 256 << 20).status,
+            cgroup_memory_limit(H, cgroup(None), 256 << 20).status,
             Status::Warn
         );
     }

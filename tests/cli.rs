@@ -281,6 +281,44 @@ async fn put_from_a_file_or_dash_reads_that_input() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_value_is_refused_unless_allow_empty() {
+    let server = TestServer::start().await;
+    let dir = server.pki.scratch_dir();
+    let empty_file = write_file(dir, "empty", b"");
+    let empty_file = empty_file.to_str().expect("UTF-8 path");
+    // Nothing piped in, `-`, an empty file, and a push: refused before any
+    // request, saying which input was empty and how to store one anyway.
+    for (args, source) in [
+        (vec!["put", "empty/stdin"], "stdin gave 0 bytes"),
+        (vec!["put", "empty/stdin", "-"], "stdin gave 0 bytes"),
+        (vec!["put", "empty/file", empty_file], "gave 0 bytes"),
+        (vec!["push", "empty/list"], "stdin gave 0 bytes"),
+    ] {
+        let refused = cli(&server, &args, b"").await;
+        refused.assert_failure(&["refusing an empty value", source, "--allow-empty"]);
+        assert_eq!(refused.code(), Some(1), "{args:?}");
+    }
+    for key in ["empty/stdin", "empty/file", "empty/list"] {
+        let missing = server.client.get(key).await.expect_err("nothing stored");
+        assert_eq!(missing.code(), Some("not_found"), "{key}");
+    }
+    // Asked for, it is stored: 0 bytes.
+    let put = cli(&server, &["put", "empty/stdin", "--allow-empty"], b"").await;
+    put.assert_success();
+    assert_eq!(put.json()["size"], 0);
+    assert!(server
+        .client
+        .get("empty/stdin")
+        .await
+        .expect("GET")
+        .is_empty());
+    let push = cli(&server, &["push", "empty/list", "--allow-empty"], b"").await;
+    push.assert_success();
+    assert_eq!(push.json()["size"], 1);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_writes_exactly_the_raw_bytes() {
     let server = TestServer::start().await;
     // Not UTF-8, a NUL, a CR, and no trailing newline.

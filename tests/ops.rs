@@ -210,6 +210,18 @@ async fn healthcheck_exits_0_only_when_ready() {
         "{}",
         String::from_utf8_lossy(&ready.stderr)
     );
+    // The ops listener's base address, as people write it, means /readyz.
+    for base in [format!("http://{ops}"), format!("http://{ops}/")] {
+        let shown = base.clone();
+        let answer = tokio::task::spawn_blocking(move || run(base))
+            .await
+            .unwrap();
+        assert!(
+            answer.status.success(),
+            "{shown}: {}",
+            String::from_utf8_lossy(&answer.stderr)
+        );
+    }
     let missing = tokio::task::spawn_blocking(move || run(format!("http://{ops}/nope")))
         .await
         .unwrap();

@@ -15,10 +15,13 @@ use std::process::Command;
 use serde_json::Value;
 use tempfile::TempDir;
 use tmpvault::harden::HardeningReport;
-use tmpvault::selfcheck::{self, Check, Context, Input, Report, SnapshotMode, Status};
+use tmpvault::selfcheck::{self, Check, Context, Environment, Input, Report, SnapshotMode, Status};
 use tmpvault::sysinfo;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tmpvault");
+/// Set on every run of the binary here, so that its fixes are spelled for a
+/// host even where the tests run inside a container.
+const ENVIRONMENT_VARIABLE: &str = "TMPVAULT_SELFCHECK_ENVIRONMENT";
 const MIB: u64 = 1 << 20;
 
 /// The ids in the documented order, spelled out here rather than taken from
@@ -71,6 +74,7 @@ fn disk_dir(mode: u32) -> TempDir {
 fn input<'a>(scratch_dir: &'a Path, hardening: &'a HardeningReport) -> Input<'a> {
     Input {
         context: Context::Serve,
+        environment: Environment::Host,
         scratch_dir,
         allow_root: true,
         tls_key_file: None,
@@ -128,7 +132,10 @@ fn a_dir_on_disk_fails_scratch_tmpfs_naming_the_filesystem() {
         "{tmpfs:?}"
     );
     assert!(
-        tmpfs.detail.contains("type=tmpfs"),
+        tmpfs.detail.contains(&format!(
+            "on this host, `sudo mkdir -p {dir} && sudo mount -t tmpfs -o size=16m,mode=0700,",
+            dir = dir.path().display()
+        )),
         "the fix is missing: {tmpfs:?}"
     );
     // Mode and owner are judged on their own.
@@ -375,7 +382,7 @@ fn tls_key_file_modes() {
     let found = tls_status(dir.path(), Some(&open));
     assert_eq!(found.status, Status::Warn, "{found:?}");
     assert!(
-        found.detail.contains("0644") && found.detail.contains("chmod 0400"),
+        found.detail.contains("0644") && found.detail.contains("`chmod o-rwx "),
         "{found:?}"
     );
     assert!(
@@ -665,6 +672,7 @@ fn selfcheck_on_fresh_tmpfs(options: &str) -> Option<Outcome> {
     let flags = mount_namespace_flags(dir.path())?;
     let output = Command::new("unshare")
         .args([flags, "--propagation", "private", "sh", "-c"])
+        .env(ENVIRONMENT_VARIABLE, "host")
         .arg(
             r#"mount -t tmpfs -o "$1" tmpfs "$2" || exit 97
 exec "$3" selfcheck --scratch-dir "$2" --json --allow-root"#,
@@ -754,8 +762,152 @@ fn a_tmpfs_missing_only_noexec_names_just_that() {
         outcome.report
     );
     let detail = outcome.detail_of("scratch.mount");
+    assert!(detail.contains("lacks noexec: "), "{detail}");
     assert!(
-        detail.contains("lacks noexec: mount it with -o noexec"),
+        detail.contains("`sudo mount -o remount,noexec "),
         "{detail}"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Following the printed fix: each failure users meet most on a host, made
+// real on a tmpfs in a private mount namespace, its fix taken from the
+// detail as printed (the commands in backquotes) and run, and the check run
+// again. The Docker fixes are followed on a real engine in
+// scripts/container-test.
+
+/// The commands a detail gives, in backquotes.
+fn commands_in(detail: &str) -> Vec<String> {
+    detail
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Runs `script` with sh as root in a private mount namespace, where `$DIR`
+/// is `dir`, `$BIN` the binary and `sudo` runs its arguments (the test is
+/// root already, and sudo may not be installed), and reads the JSON report
+/// the script's last command prints. `None`, with the reason printed, when
+/// not root: the fixes chown to other users.
+fn in_namespace(dir: &Path, script: &str) -> Option<Outcome> {
+    if !is_root() {
+        eprintln!("skipping: following the fixes needs root (mounts, chown to other users)");
+        return None;
+    }
+    mount_namespace_flags(dir)?;
+    let output = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(format!("set -e\nsudo() {{ \"$@\"; }}\n{script}"))
+        .env("DIR", dir)
+        .env("BIN", BIN)
+        .env(ENVIRONMENT_VARIABLE, "host")
+        .output()
+        .unwrap();
+    Some(parse_output(&output))
+}
+
+const SCRATCH_IDS: [&str; 4] = [
+    "scratch.tmpfs",
+    "scratch.mode",
+    "scratch.owner",
+    "scratch.mount",
+];
+
+/// Sets up `setup`, checks that `id` is `status` with a fix, runs the fix's
+/// commands after the same setup, and checks that `id` and every scratch
+/// check then pass, with `selfcheck EXTRA` both times.
+fn follow_fix(dir: &Path, setup: &str, id: &str, status: &str, extra: &str) {
+    let selfcheck = format!("\"$BIN\" selfcheck --scratch-dir \"$DIR\" --json {extra} || true");
+    let Some(before) = in_namespace(dir, &format!("{setup}\n{selfcheck}")) else {
+        return;
+    };
+    assert_eq!(before.status_of(id), status, "{}", before.report);
+    let detail = before.detail_of(id).to_owned();
+    let commands = commands_in(&detail);
+    assert!(!commands.is_empty(), "no command in the fix: {detail}");
+    // `tmpvault ...` in a fix stands for the command being run: this one.
+    let fix = commands
+        .iter()
+        .map(|command| command.replace("tmpvault ...", &selfcheck))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let last_runs_selfcheck = fix.ends_with(&selfcheck);
+    let script = if last_runs_selfcheck {
+        format!("{setup}\n{fix}")
+    } else {
+        format!("{setup}\n{fix}\n{selfcheck}")
+    };
+    let after = in_namespace(dir, &script).expect("a namespace, as before");
+    for check in std::iter::once(id).chain(SCRATCH_IDS) {
+        assert_eq!(
+            after.status_of(check),
+            "pass",
+            "{check} after following {id}'s fix {commands:?}: {}",
+            after.report
+        );
+    }
+}
+
+#[test]
+fn following_the_fix_for_a_disk_dir_gives_a_private_tmpfs() {
+    let dir = disk_dir(0o700);
+    follow_fix(dir.path(), "", "scratch.tmpfs", "fail", "--allow-root");
+}
+
+#[test]
+fn following_the_fix_for_a_missing_scratch_dir_makes_it() {
+    let parent = disk_dir(0o755);
+    let dir = parent.path().join("scratch");
+    follow_fix(&dir, "", "scratch.tmpfs", "fail", "--allow-root");
+    let Some(outcome) = in_namespace(
+        &dir,
+        "\"$BIN\" selfcheck --scratch-dir \"$DIR\" --json || true",
+    ) else {
+        return;
+    };
+    // Mode and owner say the same fix, not just "cannot stat".
+    for id in ["scratch.mode", "scratch.owner"] {
+        assert!(
+            outcome.detail_of(id).contains("sudo mount -t tmpfs"),
+            "{}",
+            outcome.report
+        );
+    }
+}
+
+#[test]
+fn following_the_fix_for_a_world_writable_tmpfs_makes_it_private() {
+    let dir = disk_dir(0o700);
+    let setup = "mount -t tmpfs -o size=1m,mode=0777,nosuid,nodev,noexec tmpfs \"$DIR\"";
+    follow_fix(dir.path(), setup, "scratch.mode", "fail", "--allow-root");
+}
+
+#[test]
+fn following_the_fix_for_a_tmpfs_of_another_user_gives_it_to_the_process() {
+    let dir = disk_dir(0o700);
+    let setup =
+        "mount -t tmpfs -o size=1m,mode=0700,uid=1234,gid=1234,nosuid,nodev,noexec tmpfs \"$DIR\"";
+    follow_fix(dir.path(), setup, "scratch.owner", "fail", "--allow-root");
+}
+
+#[test]
+fn following_the_fix_for_a_tmpfs_without_options_adds_them() {
+    let dir = disk_dir(0o700);
+    let setup = "mount -t tmpfs -o mode=0700 tmpfs \"$DIR\"";
+    follow_fix(dir.path(), setup, "scratch.mount", "warn", "--allow-root");
+}
+
+#[test]
+fn following_the_fix_for_root_runs_as_another_user_that_owns_the_scratch_dir() {
+    let dir = disk_dir(0o700);
+    // The mount point's parent must be passable for the new user.
+    fs::set_permissions(
+        dir.path().parent().unwrap(),
+        fs::Permissions::from_mode(0o1777),
+    )
+    .ok();
+    let setup = "mount -t tmpfs -o size=1m,mode=0700,nosuid,nodev,noexec tmpfs \"$DIR\"";
+    follow_fix(dir.path(), setup, "process.user", "fail", "");
 }
