@@ -432,12 +432,11 @@ fn if_none_match_etag(headers: &HeaderMap) -> Result<u64, ApiError> {
         ));
     };
     let value = value.trim();
-    value
+    let tag = value
         .strip_prefix('"')
         .and_then(|tag| tag.strip_suffix('"'))
-        .or(Some(value))
-        .and_then(revision_from_etag)
-        .ok_or_else(|| {
+        .unwrap_or(value);
+    revision_from_etag(tag).ok_or_else(|| {
             ApiError::InvalidRequest(
                 "If-None-Match with wait must be one ETag as the server issued it, such as \"17c3f0a2b\"".into(),
             )
@@ -788,10 +787,7 @@ impl Api {
         loop {
             // Registered before the look, so a change in between wakes it.
             let change = watch.next_change();
-            let meta = match self.store.meta(&key) {
-                Ok(meta) => meta,
-                Err(error) => return Err(error.into()),
-            };
+            let meta = self.store.meta(&key)?;
             if meta.revision != seen {
                 drop(change);
                 // Answered as the plain GET it now is (`wait` was checked).

@@ -23,7 +23,6 @@
 //! The identity is computed once per connection, after the handshake has
 //! verified the chain, and travels with every request on that connection.
 
-use std::fmt;
 use std::sync::Arc;
 
 use rustls_pki_types::CertificateDer;
@@ -289,16 +288,6 @@ impl Kind {
             let (scheme, _) = text.split_once("://")?;
             validate_scheme(scheme).ok().map(|()| Kind::Uri)
         }
-    }
-}
-
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Kind::Uri => "URI SAN",
-            Kind::Dns => "DNS SAN",
-            Kind::Cn => "subject CN",
-        })
     }
 }
 

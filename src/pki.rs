@@ -209,9 +209,7 @@ impl Authority {
         }
         self.issue(what, params, validity)
     }
-}
 
-impl Authority {
     /// A client certificate from `params` exactly as given (its subject,
     /// SANs and EKU), valid for 30 days: for tests that need unusual
     /// certificates (no EKU, several URI SANs, a DNS SAN that reads like

@@ -363,14 +363,6 @@ struct Connection {
     trust: watch::Receiver<Arc<ClientVerifier>>,
 }
 
-/// Why a connection is being closed gracefully.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Closing {
-    Draining,
-    Untrusted,
-    MaxAge,
-}
-
 impl Connection {
     async fn serve(mut self, tcp: TcpStream, peer: SocketAddr, acceptor: TlsAcceptor) {
         // Small responses must not wait for Nagle.
@@ -415,6 +407,8 @@ impl Connection {
             }
             None => Arc::from(identity::ANONYMOUS),
         };
+        // For the log line if a CA reload closes this connection.
+        let named = Arc::clone(&identity);
 
         let activity = Arc::new(Activity::new());
         let io = TokioIo::new(Tracked {
@@ -466,10 +460,12 @@ impl Connection {
         let idle_timeout = self.limits.idle_timeout;
         let too_old = tokio::time::sleep(self.limits.max_connection_age);
         tokio::pin!(too_old);
-        let mut closing = None;
+        // Once set, hyper has been told to finish and close; only the
+        // connection's end and the idle deadline are waited for then.
+        let mut closing = false;
         loop {
             let idle_deadline = activity.last() + idle_timeout;
-            let why = tokio::select! {
+            tokio::select! {
                 result = connection.as_mut() => {
                     if let Err(error) = result {
                         tracing::debug!(%peer, %error, "connection ended with an error");
@@ -483,44 +479,30 @@ impl Connection {
                     }
                     continue;
                 }
-                changed = self.draining.wait_for(|draining| *draining), if closing.is_none() => {
+                changed = self.draining.wait_for(|draining| *draining), if !closing => {
                     if changed.is_err() {
                         // The server is gone without draining: stop.
                         return;
                     }
-                    Closing::Draining
                 }
-                changed = self.trust.changed(), if closing.is_none() => {
+                changed = self.trust.changed(), if !closing => {
                     if changed.is_err() || self.trust.borrow_and_update().verifies(&chain) {
                         continue;
                     }
                     self.health.closed_untrusted.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(%peer, identity = %identity_of(&chain), "closing connection: its client certificate does not verify against the reloaded client CA");
-                    Closing::Untrusted
+                    tracing::info!(%peer, identity = %named, "closing connection: its client certificate does not verify against the reloaded client CA");
                 }
-                () = &mut too_old, if closing.is_none() => {
+                () = &mut too_old, if !closing => {
                     self.health.closed_max_age.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(%peer, "closing connection at --max-connection-age");
-                    Closing::MaxAge
                 }
-            };
+            }
             // GOAWAY (HTTP/2) or `Connection: close` (HTTP/1.1) after the
             // requests in flight; keep polling until hyper is done.
-            closing = Some(why);
+            closing = true;
             connection.as_mut().graceful_shutdown();
         }
     }
-}
-
-/// The identity a chain's leaf names, for log lines.
-fn identity_of(chain: &[rustls_pki_types::CertificateDer<'_>]) -> String {
-    chain
-        .first()
-        .and_then(|leaf| identity::from_certificate(leaf).ok())
-        .map_or_else(
-            || identity::ANONYMOUS.to_owned(),
-            |identity| identity.to_string(),
-        )
 }
 
 /// What a connection's requests share.

@@ -197,9 +197,7 @@ async fn two_uri_sans_are_refused_and_one_uri_beats_dns_and_cn() {
 #[tokio::test]
 async fn a_certificate_without_the_client_auth_eku_is_refused_unless_allowed() {
     let server = TestServer::start().await;
-    let mut no_eku = params("deployer", vec![]);
-    no_eku.extended_key_usages = vec![];
-    let no_eku = server.pki.ca.issue_client_params(no_eku).unwrap();
+    let no_eku = server.pki.ca.issue_client_params(no_eku_params()).unwrap();
     assert!(refused_in_handshake(&server, "no-eku", &no_eku).await);
     let server_only = server
         .pki
@@ -211,9 +209,7 @@ async fn a_certificate_without_the_client_auth_eku_is_refused_unless_allowed() {
 
     // --client-eku-required=false: no EKU at all passes, a wrong one never.
     let server = TestServer::start_with(|config| config.client_eku_required = false).await;
-    let mut no_eku = params("deployer", vec![]);
-    no_eku.extended_key_usages = vec![];
-    let no_eku = server.pki.ca.issue_client_params(no_eku).unwrap();
+    let no_eku = server.pki.ca.issue_client_params(no_eku_params()).unwrap();
     let lenient = client(&server, "no-eku", &no_eku);
     let answer = call(&lenient, Method::GET, "/v1/secrets/absent", b"").await;
     assert_eq!(answer.status, StatusCode::NOT_FOUND);
@@ -224,6 +220,12 @@ async fn a_certificate_without_the_client_auth_eku_is_refused_unless_allowed() {
         .unwrap();
     assert!(refused_in_handshake(&server, "server-eku", &server_only).await);
     server.stop().await;
+}
+
+fn no_eku_params() -> CertificateParams {
+    let mut params = params("deployer", vec![]);
+    params.extended_key_usages = vec![];
+    params
 }
 
 fn server_only_params() -> CertificateParams {
