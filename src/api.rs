@@ -423,20 +423,18 @@ fn has_wait(query: Option<&str>) -> bool {
     })
 }
 
-/// The strong ETag a waiting GET waits to see change: `If-None-Match` is
-/// required, and must name one ETag as issued.
-fn if_none_match_etag(headers: &HeaderMap) -> Result<u64, ApiError> {
+/// The strong ETag a waiting GET waits to see change, if `If-None-Match`
+/// gives one; it must name one ETag as issued.
+fn if_none_match_etag(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     let Some(value) = header_str(headers, &IF_NONE_MATCH)? else {
-        return Err(ApiError::InvalidRequest(
-            "wait needs If-None-Match: \"<etag>\", the ETag of the value you have".into(),
-        ));
+        return Ok(None);
     };
     let value = value.trim();
     let tag = value
         .strip_prefix('"')
         .and_then(|tag| tag.strip_suffix('"'))
         .unwrap_or(value);
-    revision_from_etag(tag).ok_or_else(|| {
+    revision_from_etag(tag).map(Some).ok_or_else(|| {
             ApiError::InvalidRequest(
                 "If-None-Match with wait must be one ETag as the server issued it, such as \"17c3f0a2b\"".into(),
             )
@@ -781,7 +779,11 @@ impl Api {
         let wait = parse_duration(parsed.get("wait").unwrap_or_default())
             .map_err(|error| ApiError::InvalidRequest(format!("wait: {error}")))?
             .min(self.settings.max_wait);
-        let seen = if_none_match_etag(headers)?;
+        // Nothing to compare with: the client has no value yet, so the
+        // current one is the change it waits for (Consul's index 0).
+        let Some(seen) = if_none_match_etag(headers)? else {
+            return self.get_secret(who, raw, None, true);
+        };
         let deadline = tokio::time::Instant::now() + wait;
         let watch = self.store.watch(&key);
         loop {

@@ -147,11 +147,27 @@ async fn an_expiring_secret_ends_the_wait_with_404() {
 }
 
 #[tokio::test]
-async fn a_wait_needs_one_etag_and_a_valid_duration() {
+async fn a_wait_without_an_etag_answers_at_once_and_a_bad_etag_or_duration_is_400() {
     let server = TestServer::start().await;
     put(&server.client, "app/db", b"v").await;
+    // Without an ETag there is nothing to wait on: the value, at once.
+    let started = Instant::now();
+    let response = server
+        .client
+        .request(
+            Method::GET,
+            "/v1/secrets/app/db?wait=10s",
+            &[],
+            Bytes::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (response.status, &response.body[..]),
+        (StatusCode::OK, &b"v"[..])
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
     for (query, headers) in [
-        ("wait=10s", vec![]),
         ("wait=10s", vec![("if-none-match", "*")]),
         ("wait=10s", vec![("if-none-match", "\"a\", \"b\"")]),
         ("wait=soon", vec![("if-none-match", "\"1\"")]),
