@@ -436,7 +436,7 @@ fn if_none_match_etag(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
         .unwrap_or(value);
     revision_from_etag(tag).map(Some).ok_or_else(|| {
             ApiError::InvalidRequest(
-                "If-None-Match with wait must be one ETag as the server issued it, such as \"17c3f0a2b\"".into(),
+                "If-None-Match on a GET must be one ETag as the server issued it, such as \"17c3f0a2b\"".into(),
             )
         })
 }
@@ -654,7 +654,9 @@ impl Api {
         let headers = &parts.headers;
         let who = Caller { identity, audit };
         match (route, &parts.method) {
-            (Route::Secret(raw), &Method::GET) if has_wait(query) => {
+            (Route::Secret(raw), &Method::GET)
+                if has_wait(query) || headers.contains_key(IF_NONE_MATCH) =>
+            {
                 self.wait_secret(who, raw, query, headers).await
             }
             (Route::Secret(raw), &Method::GET) => self.get_secret(who, raw, query, true),
@@ -776,9 +778,14 @@ impl Api {
         let key = parse_key(raw)?;
         self.authorize(who.identity, &key, Operation::Read, who.audit)?;
         let parsed = Query::parse(query, &["wait"])?;
-        let wait = parse_duration(parsed.get("wait").unwrap_or_default())
-            .map_err(|error| ApiError::InvalidRequest(format!("wait: {error}")))?
-            .min(self.settings.max_wait);
+        // A conditional GET without `wait` is a wait of zero: 304 when the
+        // ETag still holds (no read counted), else the value.
+        let wait = match parsed.get("wait") {
+            Some(text) => parse_duration(text)
+                .map_err(|error| ApiError::InvalidRequest(format!("wait: {error}")))?
+                .min(self.settings.max_wait),
+            None => Duration::ZERO,
+        };
         // Nothing to compare with: the client has no value yet, so the
         // current one is the change it waits for (Consul's index 0).
         let Some(seen) = if_none_match_etag(headers)? else {

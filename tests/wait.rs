@@ -230,3 +230,50 @@ async fn shutdown_releases_waiting_gets_at_once() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_conditional_get_without_wait_answers_304_uncounted_and_refuses_a_bad_etag() {
+    let server = TestServer::start().await;
+    let response = server
+        .client
+        .request(
+            Method::PUT,
+            "/v1/secrets/app/once?max_reads=1",
+            &[],
+            Bytes::from_static(b"v"),
+        )
+        .await
+        .unwrap();
+    let etag = response.headers["etag"].to_str().unwrap().to_owned();
+    let get = |headers: Vec<(&'static str, String)>| {
+        let client = server.client.clone();
+        async move {
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            client
+                .request(Method::GET, "/v1/secrets/app/once", &headers, Bytes::new())
+                .await
+                .unwrap()
+        }
+    };
+    // The schemathesis case: a value that is not an ETag is refused.
+    for bad in ["RPp0", "*", "W/\"1\"", "\"1\", \"2\""] {
+        let response = get(vec![("if-none-match", bad.to_owned())]).await;
+        assert_eq!(response.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(problem_code(&response.body, 400), "invalid_request");
+    }
+    // The ETag the client holds: 304, no body, and the one read is kept.
+    let response = get(vec![("if-none-match", etag.clone())]).await;
+    assert_eq!(response.status, StatusCode::NOT_MODIFIED);
+    assert!(response.body.is_empty());
+    assert_eq!(response.headers["etag"].to_str().unwrap(), etag);
+    // Another ETag: the value, which uses up the read.
+    let response = get(vec![("if-none-match", "\"ffff\"".to_owned())]).await;
+    assert_eq!(
+        (response.status, &response.body[..]),
+        (StatusCode::OK, &b"v"[..])
+    );
+    let response = get(vec![]).await;
+    assert_eq!(response.status, StatusCode::NOT_FOUND);
+    server.stop().await;
+}
