@@ -74,6 +74,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod dev;
+pub mod early;
 pub mod harden;
 pub mod identity;
 pub mod journal;

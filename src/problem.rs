@@ -58,6 +58,13 @@ pub enum ApiError {
         /// The deadline in seconds.
         seconds: u64,
     },
+    /// The request's header fields are larger than the server takes
+    /// (HTTP/2; over HTTP/1.1 hyper answers 431 itself).
+    #[error("the request header fields are larger than the limit of {limit} bytes")]
+    HeadersTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
     /// The identity's request rate is over `--rate-limit`.
     #[error("rate limit exceeded; retry in {retry_after}s")]
     RateLimited {
@@ -87,6 +94,7 @@ impl ApiError {
             ApiError::WrongKind(_) => StatusCode::CONFLICT,
             ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             ApiError::ValueTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::MemoryBudgetExceeded(_) => StatusCode::INSUFFICIENT_STORAGE,
@@ -107,6 +115,7 @@ impl ApiError {
             ApiError::WrongKind(_) => "wrong_kind",
             ApiError::PreconditionFailed(_) => "precondition_failed",
             ApiError::ValueTooLarge { .. } => "value_too_large",
+            ApiError::HeadersTooLarge { .. } => "headers_too_large",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::MemoryBudgetExceeded(_) => "memory_budget_exceeded",
@@ -127,6 +136,7 @@ impl ApiError {
             ApiError::WrongKind(_) => "Wrong kind",
             ApiError::PreconditionFailed(_) => "Precondition failed",
             ApiError::ValueTooLarge { .. } => "Value too large",
+            ApiError::HeadersTooLarge { .. } => "Request header fields too large",
             ApiError::RateLimited { .. } => "Rate limited",
             ApiError::Unavailable(_) => "Unavailable",
             ApiError::MemoryBudgetExceeded(_) => "Memory budget exceeded",

@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper::Request;
+use hyper::{Request, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use rustls::ServerConfig;
@@ -48,9 +48,11 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::api::{route_template, Api};
-use crate::audit;
+use crate::audit::{self, AuditInfo};
+use crate::early::Drained;
 use crate::identity::{self, Identity};
 use crate::metrics::RequestCounters;
+use crate::problem::ApiError;
 use crate::store::Store;
 use crate::tls::{ClientVerifier, ServerTls};
 use hyper::body::Body;
@@ -58,6 +60,15 @@ use hyper::header::{HeaderName, HeaderValue};
 
 /// The response header that carries the audit line's request id.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// How large an HTTP/2 header block is decoded. Past `--max-header-bytes`
+/// and up to this, the stream is answered 431 (a problem document) and the
+/// connection goes on serving its other streams; past this, h2 answers 431
+/// itself where it can keep its HPACK state, else the connection ends with
+/// GOAWAY COMPRESSION_ERROR. 128 KiB takes the 100 KB header of a
+/// misconfigured client (a cookie jar, a token pasted twice) and still
+/// bounds what one stream's headers can cost.
+const H2_HEADER_DECODE_LIMIT: u32 = 128 * 1024;
 
 /// Deadlines and caps on every phase of a connection.
 #[derive(Clone, Debug)]
@@ -114,6 +125,10 @@ pub enum ServerError {
 pub struct Health {
     /// True once shutdown has begun.
     pub draining: AtomicBool,
+    /// True once the drain is over (every connection closed, or the drain
+    /// deadline passed): what is stored is about to be snapshotted and
+    /// wiped, so a request that starts now is answered 503.
+    pub stopped: AtomicBool,
     /// True once the snapshot (if any) has been loaded.
     pub snapshot_loaded: AtomicBool,
     /// TLS handshakes that failed or timed out.
@@ -137,6 +152,7 @@ impl Default for Health {
     fn default() -> Health {
         Health {
             draining: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
             snapshot_loaded: AtomicBool::new(true),
             handshake_failures: AtomicU64::new(0),
             connections_open: AtomicU64::new(0),
@@ -269,7 +285,12 @@ impl Server {
             .http2()
             .timer(TokioTimer::new())
             .max_concurrent_streams(64)
-            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+            // Decoded past `--max-header-bytes` so that the stream, not the
+            // connection, is refused (431 in the service below).
+            .max_header_list_size(
+                H2_HEADER_DECODE_LIMIT
+                    .max(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX)),
+            )
             .keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10));
         let builder = Arc::new(builder);
@@ -336,6 +357,7 @@ impl Server {
                 tracing::warn!(timeout_s = limits.drain_timeout.as_secs(), "drain deadline passed; closing remaining connections");
             }
         }
+        health.stopped.store(true, Ordering::Release);
         // With snapshots on, the final one: after the drain, before the wipe.
         // It is blocking file I/O (and may wait for a periodic snapshot), so
         // it runs off the async workers that late connections still use.
@@ -423,6 +445,7 @@ impl Connection {
             api: Arc::clone(&self.api),
             health: Arc::clone(&self.health),
             identity,
+            max_header_bytes: self.limits.max_header_bytes,
         });
         let service = service_fn(move |request: Request<Incoming>| {
             let context = Arc::clone(&context);
@@ -431,12 +454,32 @@ impl Connection {
                     api,
                     health,
                     identity,
+                    max_header_bytes,
                 } = &*context;
                 let started = Instant::now();
                 let request_id = audit::next_request_id();
                 let method = request.method().clone();
                 let route = route_template(request.uri().path());
-                let (mut response, info) = api.handle(identity, request).await;
+                // Over HTTP/2 a body the handler does not read to its end is
+                // drained, so an early answer is not lost (`early`).
+                let http2 = request.version() == Version::HTTP_2;
+                let request = request.map(|body| Drained::new(body, http2));
+                let refused = if health.stopped.load(Ordering::Acquire) {
+                    // On a connection still open after the drain: the store
+                    // is about to be snapshotted and wiped, so nothing new
+                    // is taken on. (During the drain, requests are served.)
+                    Some(ApiError::Unavailable("the server is shutting down"))
+                } else if http2 && header_bytes(&request) > *max_header_bytes {
+                    Some(ApiError::HeadersTooLarge {
+                        limit: *max_header_bytes,
+                    })
+                } else {
+                    None
+                };
+                let (mut response, info) = match refused {
+                    Some(error) => (error.into_response(), AuditInfo::default()),
+                    None => api.handle(identity, request).await,
+                };
                 let status = response.status().as_u16();
                 health.requests.record(route, status);
                 audit::emit(&audit::Record {
@@ -510,6 +553,28 @@ struct RequestContext {
     api: Arc<Api>,
     health: Arc<Health>,
     identity: Identity,
+    max_header_bytes: usize,
+}
+
+/// An HTTP/2 request's header list size as RFC 9113 §6.5.2 counts it
+/// (name, value and 32 bytes per field), pseudo-headers included.
+fn header_bytes<B>(request: &Request<B>) -> usize {
+    let pseudo = request.method().as_str().len()
+        + request
+            .uri()
+            .path_and_query()
+            .map_or(0, |path| path.as_str().len())
+        + request
+            .uri()
+            .authority()
+            .map_or(0, |authority| authority.as_str().len())
+        + 4 * 32;
+    request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 32)
+        .sum::<usize>()
+        + pseudo
 }
 
 /// When a connection last moved a byte, in milliseconds since its start.

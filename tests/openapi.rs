@@ -142,7 +142,7 @@ const SUCCESS_HEADERS: &[(&str, &str, &str, &[&str])] = &[
 ];
 
 /// Every problem code of `src/problem.rs` with its status.
-const PROBLEM_CODES: [(&str, u16); 14] = [
+const PROBLEM_CODES: [(&str, u16); 15] = [
     ("invalid_key", 400),
     ("invalid_ttl", 400),
     ("invalid_request", 400),
@@ -154,6 +154,7 @@ const PROBLEM_CODES: [(&str, u16); 14] = [
     ("wrong_kind", 409),
     ("precondition_failed", 412),
     ("value_too_large", 413),
+    ("headers_too_large", 431),
     ("rate_limited", 429),
     ("unavailable", 503),
     ("memory_budget_exceeded", 507),
@@ -223,6 +224,7 @@ fn every_api_error() -> Vec<ApiError> {
         ApiError::WrongKind(String::new()),
         ApiError::PreconditionFailed(""),
         ApiError::ValueTooLarge { limit: 1 },
+        ApiError::HeadersTooLarge { limit: 1 },
         ApiError::RateLimited { retry_after: 1 },
         ApiError::Unavailable(""),
         ApiError::MemoryBudgetExceeded(String::new()),
@@ -242,6 +244,7 @@ fn every_api_error() -> Vec<ApiError> {
             | ApiError::WrongKind(_)
             | ApiError::PreconditionFailed(_)
             | ApiError::ValueTooLarge { .. }
+            | ApiError::HeadersTooLarge { .. }
             | ApiError::RateLimited { .. }
             | ApiError::Unavailable(_)
             | ApiError::MemoryBudgetExceeded(_) => {}
