@@ -69,7 +69,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -147,6 +147,16 @@ pub enum PersistenceError {
         /// Why.
         source: FormatError,
     },
+    /// A file in the scratch dir is not one tmpvault would have written: a
+    /// symbolic link, not a regular file, another user's, or readable by
+    /// others. It is never followed or read.
+    #[error("refusing {path}: {reason}")]
+    Untrusted {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The files on disk do not fit together.
     #[error("loading {path}: {reason}")]
     Inconsistent {
@@ -170,6 +180,49 @@ fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Pers
         path,
         source,
     }
+}
+
+/// Opens a file in the scratch dir without following a link (`O_NOFOLLOW`,
+/// and `O_NOCTTY`), and only if it is what tmpvault writes: a regular file
+/// owned by this process's user, with no access for group or others. The
+/// self-check promises a private scratch dir; this does not trust more than
+/// it checks.
+fn open_scratch(
+    options: &mut OpenOptions,
+    action: &'static str,
+    path: &Path,
+) -> Result<File, PersistenceError> {
+    let untrusted = |reason: String| PersistenceError::Untrusted {
+        path: path.display().to_string(),
+        reason,
+    };
+    let file = options
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NOCTTY)
+        .open(path)
+        .map_err(|error| match error.raw_os_error() {
+            Some(code) if code == nix::errno::Errno::ELOOP as i32 => untrusted(
+                "it is a symbolic link, and tmpvault follows no link in its scratch dir".into(),
+            ),
+            _ => io_error(action, path)(error),
+        })?;
+    let meta = file.metadata().map_err(io_error(action, path))?;
+    if !meta.file_type().is_file() {
+        return Err(untrusted("it is not a regular file".into()));
+    }
+    let euid = nix::unistd::geteuid().as_raw();
+    if meta.uid() != euid {
+        return Err(untrusted(format!(
+            "it is owned by uid {}, not by this process (uid {euid})",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(untrusted(format!(
+            "its mode is {:04o}; tmpvault writes its files 0600",
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(file)
 }
 
 /// What persistence needs from the configuration.
@@ -221,10 +274,12 @@ impl AtomicFile {
         })?;
         let suffix: String = suffix.iter().map(|byte| format!("{byte:02x}")).collect();
         let temp = dir.join(format!("{name}{TEMP_INFIX}{suffix}"));
+        // O_EXCL refuses any existing name, a planted link included.
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NOCTTY)
             .open(&temp)
             .map_err(io_error("creating", &temp))?;
         Ok(AtomicFile {
@@ -547,7 +602,7 @@ fn load(files: &Files, key: Option<&SnapshotKey>) -> Result<Loaded, PersistenceE
     let mut replay = Replay::default();
     let mut snapshot_generation = None;
     if let Some(path) = &files.snapshot {
-        let file = File::open(path).map_err(io_error("opening", path))?;
+        let file = open_scratch(OpenOptions::new().read(true), "opening", path)?;
         let len = file_len(&file, path)?;
         let contents = snapshot::read_snapshot(file, len, key)
             .map_err(format_error(FileKind::Snapshot, path))?;
@@ -607,7 +662,7 @@ fn load(files: &Files, key: Option<&SnapshotKey>) -> Result<Loaded, PersistenceE
                 });
             }
         }
-        let file = File::open(path).map_err(io_error("opening", path))?;
+        let file = open_scratch(OpenOptions::new().read(true), "opening", path)?;
         let len = file_len(&file, path)?;
         let contents = snapshot::read_journal(&file, len, key)
             .map_err(format_error(FileKind::Journal, path))?;
@@ -665,10 +720,8 @@ fn load(files: &Files, key: Option<&SnapshotKey>) -> Result<Loaded, PersistenceE
 }
 
 fn truncate(path: &Path, len: u64) -> Result<(), PersistenceError> {
-    OpenOptions::new()
-        .write(true)
-        .open(path)
-        .and_then(|file| file.set_len(len))
+    open_scratch(OpenOptions::new().write(true), "truncating", path)?
+        .set_len(len)
         .map_err(io_error("truncating", path))
 }
 
@@ -770,14 +823,16 @@ impl Persistence {
             }
         };
         let lock_path = dir.join(LOCK_FILE);
-        let lock_file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(io_error("opening", &lock_path))?;
+        let lock_file = open_scratch(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600),
+            "opening",
+            &lock_path,
+        )?;
         let lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock)
             .map_err(|_| PersistenceError::Locked { dir: shown.clone() })?;
 
@@ -943,10 +998,7 @@ impl Persistence {
         temp.commit()?;
         let len = (snapshot::HEADER_LEN + start.as_bytes().len()) as u64;
         let path = self.dir.join(&name);
-        let file = OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .map_err(io_error("opening", &path))?;
+        let file = open_scratch(OpenOptions::new().append(true), "opening", &path)?;
         Ok(JournalFile::new(file, path, sealer, len))
     }
 
@@ -1475,6 +1527,59 @@ mod tests {
         let contents = snapshot::read_snapshot(file, len, None).unwrap();
         let keys: Vec<_> = contents.records.iter().map(|r| r.key.to_string()).collect();
         assert_eq!(keys, ["long"]);
+    }
+
+    /// Planted links and foreign files in the scratch dir: each refuses to
+    /// start, naming the file, and nothing outside the dir is created, read
+    /// or locked.
+    #[tokio::test]
+    async fn planted_links_and_foreign_files_are_refused_never_followed() {
+        use std::os::unix::fs::{symlink, PermissionsExt};
+        let outside = scratch();
+        let target = outside.path().join("elsewhere");
+
+        // The lock: the old code created and locked the link's target.
+        let dir = scratch();
+        symlink(&target, dir.path().join(LOCK_FILE)).unwrap();
+        let error = open(settings(dir.path(), None)).unwrap_err().to_string();
+        assert!(
+            error.contains(LOCK_FILE) && error.contains("symbolic link"),
+            "{error}"
+        );
+        assert!(!target.exists(), "the link's target was created");
+
+        // A snapshot or journal linked to a file elsewhere is not read, even
+        // with --snapshot-on-error=discard, which moves the link aside.
+        fs::write(&target, b"not for tmpvault").unwrap();
+        for name in [SNAPSHOT_FILE.to_owned(), journal_name(1)] {
+            let dir = scratch();
+            symlink(&target, dir.path().join(&name)).unwrap();
+            let error = open(settings(dir.path(), None)).unwrap_err().to_string();
+            assert!(
+                error.contains(&name) && error.contains("symbolic link"),
+                "{error}"
+            );
+            assert!(!error.contains("16"), "the target's size leaks: {error}");
+            let mut discard = settings(dir.path(), None);
+            discard.on_error = SnapshotOnError::Discard;
+            let (empty, _p) = open(discard).unwrap();
+            assert_eq!(empty.stats().entries, 0);
+            assert_eq!(fs::read(&target).unwrap(), b"not for tmpvault");
+        }
+
+        // A snapshot others may read is not one tmpvault wrote.
+        let dir = scratch();
+        let (store, persistence) = open(settings(dir.path(), None)).unwrap();
+        put(&store, "k", b"v", None);
+        persistence.snapshot(&store, false).unwrap();
+        let copy = crash_copy(dir.path());
+        let snapshot = copy.path().join(SNAPSHOT_FILE);
+        fs::set_permissions(&snapshot, fs::Permissions::from_mode(0o644)).unwrap();
+        let error = open(settings(copy.path(), None)).unwrap_err().to_string();
+        assert!(
+            error.contains(SNAPSHOT_FILE) && error.contains("0644"),
+            "{error}"
+        );
     }
 
     #[tokio::test]
