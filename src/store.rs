@@ -32,8 +32,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
 use std::ops::Bound;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::Notify;
@@ -484,6 +484,26 @@ struct Shared {
     change_log: OnceLock<Arc<dyn ChangeLog>>,
     /// Requests waiting for a key to change (`?wait=`).
     watchers: Arc<Watchers>,
+    /// Values removed or replaced while a response still held them.
+    lingering: Lingering,
+}
+
+/// Secret values gone from the store that a response body still holds (a
+/// client that does not read keeps them alive): their bytes stay charged to
+/// the budget until the last holder lets go, so what clients pin counts
+/// against `--max-memory` like what is stored.
+#[derive(Default)]
+struct Lingering {
+    values: Mutex<Vec<(Weak<SecretBytes>, u64)>>,
+    count: AtomicUsize,
+}
+
+/// The bytes of a value that something besides `entry` still holds.
+fn held_elsewhere(entry: &Entry) -> u64 {
+    match &entry.value {
+        Value::Secret(bytes, _) if Arc::strong_count(bytes) > 1 => bytes.len() as u64,
+        _ => 0,
+    }
 }
 
 /// A cheap-to-clone handle to the store.
@@ -501,17 +521,49 @@ impl std::fmt::Debug for Store {
 }
 
 impl Shared {
-    /// Returns a removed entry's bytes and count to the budget.
+    /// Returns a removed entry's bytes and count to the budget; a value a
+    /// response still holds stays charged until it is let go.
     fn release(&self, entry: &Entry) {
-        self.used.fetch_sub(entry.charge, Ordering::Relaxed);
+        let held = held_elsewhere(entry);
+        self.used.fetch_sub(entry.charge - held, Ordering::Relaxed);
         self.entries.fetch_sub(1, Ordering::Relaxed);
+        if held > 0 {
+            self.linger(entry, held);
+        }
+    }
+
+    /// Keeps `held` bytes of `entry`'s value charged until its last holder
+    /// drops it.
+    fn linger(&self, entry: &Entry, held: u64) {
+        if let Value::Secret(bytes, _) = &entry.value {
+            let mut values = lock(&self.lingering.values);
+            values.push((Arc::downgrade(bytes), held));
+            self.lingering.count.store(values.len(), Ordering::Release);
+        }
+    }
+
+    /// Uncharges the lingering values nobody holds any more.
+    fn reap(&self) {
+        if self.lingering.count.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let mut values = lock(&self.lingering.values);
+        values.retain(|(value, held)| {
+            let alive = value.strong_count() > 0;
+            if !alive {
+                self.used.fetch_sub(*held, Ordering::Relaxed);
+            }
+            alive
+        });
+        self.lingering.count.store(values.len(), Ordering::Release);
     }
 }
 
-fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+fn lock<T>(shard: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding a shard lock would be a bug; the shard's data is
     // still consistent (every mutation is a single map operation), so keep
-    // serving rather than poisoning the whole keyspace.
+    // serving rather than poisoning the whole keyspace. (The lingering list
+    // is one push or retain at a time, consistent too.)
     shard
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -571,6 +623,7 @@ impl Store {
             closed: AtomicBool::new(false),
             change_log: OnceLock::new(),
             watchers: Arc::default(),
+            lingering: Lingering::default(),
         });
         tokio::spawn(purge_task(Arc::clone(&shared)));
         Store { shared }
@@ -635,6 +688,7 @@ impl Store {
             self.shared.used.fetch_sub(old - new, Ordering::Relaxed);
             return Ok(());
         }
+        self.shared.reap();
         let extra = new - old;
         let budget = self.shared.budget;
         self.shared
@@ -702,9 +756,12 @@ impl Store {
                 }
                 _ => {}
             }
-            let (old_charge, created_at, version) = existing
-                .as_ref()
-                .map_or((0, wall_now, 0), |e| (e.charge, e.created_at, e.version));
+            // A replaced value a response still holds stays charged.
+            let (old_charge, held, created_at, version) =
+                existing.as_ref().map_or((0, 0, wall_now, 0), |e| {
+                    let held = held_elsewhere(e);
+                    (e.charge - held, held, e.created_at, e.version)
+                });
             self.charge(old_charge, charge)?;
             let revision = self.revision();
             let journaled = self.journal(|| Change {
@@ -739,6 +796,9 @@ impl Store {
             let meta = entry.meta(key, now, wall_now);
             if let Some(old) = shard.entries.insert(key.clone(), entry) {
                 shard.deadlines.remove(&(old.deadline, key.clone()));
+                if held > 0 {
+                    self.shared.linger(&old, held);
+                }
                 replaced = Some(old);
             } else {
                 self.shared.entries.fetch_add(1, Ordering::Relaxed);
@@ -1075,6 +1135,7 @@ impl Store {
 
     /// Current counters.
     pub fn stats(&self) -> Stats {
+        self.shared.reap();
         Stats {
             entries: self.shared.entries.load(Ordering::Relaxed),
             bytes: self.shared.used.load(Ordering::Relaxed),
@@ -1475,6 +1536,37 @@ mod tests {
         assert_eq!(second.version, 2);
         assert_ne!(second.revision, meta.revision);
         assert_eq!(second.created_at, meta.created_at);
+    }
+
+    /// The stalled-response attack: a client GETs a secret and never reads
+    /// the answer, then DELETEs (or replaces) it. The value lives on in the
+    /// response, so it stays charged until the response lets it go.
+    #[tokio::test]
+    async fn a_value_a_response_still_holds_stays_charged_until_let_go() {
+        let k = key("k");
+        let one = secret_charge(&k, &secret(&[0; 1000]), "application/octet-stream");
+        let store = Store::new(one + one / 2);
+        store.put(&k, secret(&[1; 1000]), options(60)).unwrap();
+        let (held, _) = store.get(&k, true).unwrap();
+        store.delete(&k).unwrap();
+        assert_eq!(store.stats().entries, 0);
+        assert!(store.stats().bytes >= 1000, "{:?}", store.stats());
+        // The budget still counts it: a second value does not fit.
+        let err = store.put(&k, secret(&[2; 1000]), options(60)).unwrap_err();
+        assert!(matches!(err, StoreError::BudgetExceeded { .. }), "{err}");
+        drop(held);
+        assert_eq!(store.stats().bytes, 0);
+        store.put(&k, secret(&[2; 1000]), options(60)).unwrap();
+
+        // Replacing a held value: the old bytes stay charged too.
+        let (held, _) = store.get(&k, true).unwrap();
+        let err = store.put(&k, secret(&[3; 1000]), options(60)).unwrap_err();
+        assert!(matches!(err, StoreError::BudgetExceeded { .. }), "{err}");
+        store.put(&k, secret(&[3; 10]), options(60)).unwrap();
+        assert!(store.stats().bytes >= 1010);
+        drop(held);
+        let small = secret_charge(&k, &secret(&[0; 10]), "application/octet-stream");
+        assert_eq!(store.stats().bytes, small);
     }
 
     #[tokio::test]
