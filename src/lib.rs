@@ -66,6 +66,7 @@
 //!   `/proc` and `statfs` readings it is built on, and the hardening the
 //!   process applies to itself.
 
+pub mod admission;
 pub mod alloc;
 pub mod api;
 pub mod app;

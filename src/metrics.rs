@@ -130,6 +130,14 @@ pub struct Snapshot<'a> {
     pub closed_untrusted: u64,
     /// Connections closed at `--max-connection-age`.
     pub closed_max_age: u64,
+    /// Handshakes ended to let newer ones in (the handshake allowance).
+    pub handshakes_evicted: u64,
+    /// Idle connections closed to make room for a new one.
+    pub closed_for_room: u64,
+    /// Authenticated connections closed for want of a place.
+    pub refused_no_place: u64,
+    /// Connections ended because their responses made no progress.
+    pub closed_stalled: u64,
     /// Connections open now.
     pub connections_open: u64,
     /// Whether /readyz would answer 200.
@@ -265,7 +273,7 @@ pub fn render(snapshot: &Snapshot<'_>) -> String {
             "tmpvault_requests_total{{route=\"{route}\",status=\"{status}\"}} {count}"
         );
     }
-    let gauges: [(&str, &str, &str, u64); 15] = [
+    let gauges: [(&str, &str, &str, u64); 19] = [
         (
             "tmpvault_reloads_total",
             "counter",
@@ -337,6 +345,30 @@ pub fn render(snapshot: &Snapshot<'_>) -> String {
             "counter",
             "Connections closed gracefully at --max-connection-age.",
             snapshot.closed_max_age,
+        ),
+        (
+            "tmpvault_handshakes_evicted_total",
+            "counter",
+            "TLS handshakes ended to let newer ones in: the handshake allowance (256, 64 per address) was used up.",
+            snapshot.handshakes_evicted,
+        ),
+        (
+            "tmpvault_connections_closed_for_room_total",
+            "counter",
+            "Idle connections closed gracefully to make room at --max-connections.",
+            snapshot.closed_for_room,
+        ),
+        (
+            "tmpvault_connections_refused_no_place_total",
+            "counter",
+            "Authenticated connections closed because no place freed up within 5 s.",
+            snapshot.refused_no_place,
+        ),
+        (
+            "tmpvault_connections_closed_stalled_total",
+            "counter",
+            "Connections ended because a response wrote nothing for the response deadline (30 s).",
+            snapshot.closed_stalled,
         ),
         (
             "tmpvault_connections_open",

@@ -4,13 +4,15 @@
 //! Shaped after tokio-rustls's `examples/server.rs` and hyper-util's
 //! `examples/server_graceful.rs`:
 //!
-//! - a semaphore permit is taken *before* `accept`, so at the connection cap
-//!   new connections wait in the kernel's backlog instead of being accepted
-//!   and starved;
+//! - every connection is accepted; handshakes have their own allowance and
+//!   places are taken only after one, with the longest idle connection
+//!   closed to make room (`admission`), so clients that never finish a
+//!   handshake cannot starve authenticated ones;
 //! - accept errors (EMFILE, ENFILE, ECONNABORTED) back off exponentially
 //!   instead of spinning;
 //! - each connection has a handshake deadline, hyper's header-read deadline,
-//!   an idle deadline (no bytes either way), a maximum age (one handshake's
+//!   an idle deadline (no request in flight), a response deadline (a
+//!   response in flight that writes nothing is ended), a maximum age (one handshake's
 //!   identity does not last for ever) and, in the API, a body deadline;
 //! - after a client CA reload, a connection whose certificate no longer
 //!   verifies against the new bundle is closed (after its in-flight
@@ -43,10 +45,11 @@ use hyper_util::server::conn::auto;
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
+use crate::admission::{Activity, Admission, Delivery, Expired};
 use crate::api::{route_template, Api};
 use crate::audit::{self, AuditInfo};
 use crate::early::Drained;
@@ -90,6 +93,10 @@ pub struct Limits {
     /// How long one connection (and so one handshake's identity) may be
     /// used; then it is closed gracefully and the client reconnects.
     pub max_connection_age: Duration,
+    /// A connection with a response in flight that writes nothing for this
+    /// long is ended, its streams reset: a client that stops reading (a
+    /// zero HTTP/2 window) cannot hold responses, and the values in them.
+    pub response_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -103,6 +110,7 @@ impl Default for Limits {
             max_connections: 1024,
             max_header_bytes: 16 * 1024,
             max_connection_age: Duration::from_secs(600),
+            response_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -144,6 +152,14 @@ pub struct Health {
     pub closed_untrusted: AtomicU64,
     /// Connections closed at `--max-connection-age`.
     pub closed_max_age: AtomicU64,
+    /// Handshakes ended because newer ones needed the allowance.
+    pub handshakes_evicted: AtomicU64,
+    /// Idle connections closed to make room for a new one.
+    pub closed_for_room: AtomicU64,
+    /// Authenticated connections closed because no place freed up.
+    pub refused_no_place: AtomicU64,
+    /// Connections ended because their responses made no progress.
+    pub closed_stalled: AtomicU64,
     /// Requests by route and status.
     pub requests: RequestCounters,
 }
@@ -160,6 +176,10 @@ impl Default for Health {
             handshakes_post_quantum: AtomicU64::new(0),
             closed_untrusted: AtomicU64::new(0),
             closed_max_age: AtomicU64::new(0),
+            handshakes_evicted: AtomicU64::new(0),
+            closed_for_room: AtomicU64::new(0),
+            refused_no_place: AtomicU64::new(0),
+            closed_stalled: AtomicU64::new(0),
             requests: RequestCounters::default(),
         }
     }
@@ -260,7 +280,7 @@ impl Server {
             health,
         } = self;
         let limits = Arc::new(limits);
-        let permits = Arc::new(Semaphore::new(limits.max_connections));
+        let admission = Arc::new(Admission::new(limits.max_connections));
         // `true` once draining; every connection watches it. Each connection
         // task holds a clone of `live`, so `all_closed` ends when the last
         // one is gone.
@@ -298,14 +318,6 @@ impl Server {
         tokio::pin!(shutdown);
         let mut backoff = Duration::from_millis(5);
         loop {
-            let permit = tokio::select! {
-                biased;
-                () = &mut shutdown => break,
-                permit = Arc::clone(&permits).acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break, // the semaphore is never closed
-                },
-            };
             let (tcp, peer) = tokio::select! {
                 biased;
                 () = &mut shutdown => break,
@@ -330,13 +342,13 @@ impl Server {
                 builder: Arc::clone(&builder),
                 draining: draining.subscribe(),
                 trust: trust.subscribe(),
+                admission: Arc::clone(&admission),
             };
             let open = OpenConnection::new(&health);
             let live = live.clone();
             tokio::spawn(async move {
                 connection.serve(tcp, peer, acceptor).await;
                 drop(open);
-                drop(permit);
                 drop(live);
             });
         }
@@ -383,30 +395,41 @@ struct Connection {
     draining: watch::Receiver<bool>,
     /// The client verifier of the latest good client CA bundle.
     trust: watch::Receiver<Arc<ClientVerifier>>,
+    /// The handshake allowance and the places.
+    admission: Arc<Admission>,
 }
 
 impl Connection {
     async fn serve(mut self, tcp: TcpStream, peer: SocketAddr, acceptor: TlsAcceptor) {
         // Small responses must not wait for Nagle.
         let _ = tcp.set_nodelay(true);
-        let tls =
-            match tokio::time::timeout(self.limits.handshake_timeout, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(error)) => {
-                    self.health
-                        .handshake_failures
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(%peer, %error, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    self.health
-                        .handshake_failures
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
+        let slot = self.admission.begin_handshake(peer.ip());
+        let handshake = tokio::time::timeout(self.limits.handshake_timeout, acceptor.accept(tcp));
+        let handshake = tokio::select! {
+            result = handshake => result,
+            () = slot.evicted() => {
+                self.health.handshakes_evicted.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%peer, "TLS handshake ended to let a newer one in");
+                return;
+            }
+        };
+        let tls = match handshake {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(error)) => {
+                self.health
+                    .handshake_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%peer, %error, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                self.health
+                    .handshake_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        };
         let session = tls.get_ref().1;
         self.health.handshakes.fetch_add(1, Ordering::Relaxed);
         let group = session
@@ -433,6 +456,18 @@ impl Connection {
         let named = Arc::clone(&identity);
 
         let activity = Arc::new(Activity::new());
+        // A place among the established connections; the handshake slot is
+        // kept until then, so waiting for one is bounded by the allowance.
+        let place = tokio::select! {
+            place = self.admission.place(Arc::clone(&activity)) => place,
+            () = slot.evicted() => None,
+        };
+        drop(slot);
+        let Some(place) = place else {
+            self.health.refused_no_place.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, "no place for the connection: every connection is busy");
+            return;
+        };
         let io = TokioIo::new(Tracked {
             inner: tls,
             activity: Arc::clone(&activity),
@@ -446,6 +481,7 @@ impl Connection {
             health: Arc::clone(&self.health),
             identity,
             max_header_bytes: self.limits.max_header_bytes,
+            activity: Arc::clone(&activity),
         });
         let service = service_fn(move |request: Request<Incoming>| {
             let context = Arc::clone(&context);
@@ -455,7 +491,9 @@ impl Connection {
                     health,
                     identity,
                     max_header_bytes,
+                    activity,
                 } = &*context;
+                let flight = activity.begin();
                 let started = Instant::now();
                 let request_id = audit::next_request_id();
                 let method = request.method().clone();
@@ -495,19 +533,27 @@ impl Connection {
                 if let Ok(value) = HeaderValue::from_bytes(&audit::request_id_hex(request_id)) {
                     response.headers_mut().insert(REQUEST_ID, value);
                 }
-                Ok::<_, Infallible>(response)
+                Ok::<_, Infallible>(response.map(|body| Delivery::new(body, flight)))
             }
         });
         let connection = self.builder.serve_connection(io, service).into_owned();
         tokio::pin!(connection);
-        let idle_timeout = self.limits.idle_timeout;
+        let (idle_timeout, response_timeout) =
+            (self.limits.idle_timeout, self.limits.response_timeout);
         let too_old = tokio::time::sleep(self.limits.max_connection_age);
         tokio::pin!(too_old);
         // Once set, hyper has been told to finish and close; only the
         // connection's end and the idle deadline are waited for then.
         let mut closing = false;
         loop {
-            let idle_deadline = activity.last() + idle_timeout;
+            // Requests start and end without waking this loop, so it looks
+            // again at least every response deadline: a stall is seen
+            // within two of them, an idle connection within the idle
+            // timeout plus one.
+            let look_again = Instant::now() + response_timeout.min(idle_timeout);
+            let wake_at = activity
+                .deadline(idle_timeout, response_timeout)
+                .map_or(look_again, |(at, _)| at.min(look_again));
             tokio::select! {
                 result = connection.as_mut() => {
                     if let Err(error) = result {
@@ -515,12 +561,22 @@ impl Connection {
                     }
                     return;
                 }
-                () = tokio::time::sleep_until(idle_deadline) => {
-                    if activity.last() + idle_timeout <= Instant::now() {
-                        tracing::debug!(%peer, "closing idle connection");
-                        return;
+                () = tokio::time::sleep_until(wake_at) => {
+                    match activity.expired(idle_timeout, response_timeout) {
+                        Some(Expired::Idle) => {
+                            tracing::debug!(%peer, "closing idle connection");
+                        }
+                        Some(Expired::Stalled) => {
+                            self.health.closed_stalled.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(%peer, "ending a connection whose responses made no progress");
+                        }
+                        None => continue,
                     }
-                    continue;
+                    return;
+                }
+                () = place.evicted(), if !closing => {
+                    self.health.closed_for_room.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%peer, "closing the longest idle connection to make room");
                 }
                 changed = self.draining.wait_for(|draining| *draining), if !closing => {
                     if changed.is_err() {
@@ -554,6 +610,7 @@ struct RequestContext {
     health: Arc<Health>,
     identity: Identity,
     max_header_bytes: usize,
+    activity: Arc<Activity>,
 }
 
 /// An HTTP/2 request's header list size as RFC 9113 §6.5.2 counts it
@@ -577,31 +634,7 @@ fn header_bytes<B>(request: &Request<B>) -> usize {
         + pseudo
 }
 
-/// When a connection last moved a byte, in milliseconds since its start.
-struct Activity {
-    start: Instant,
-    last_ms: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Activity {
-        Activity {
-            start: Instant::now(),
-            last_ms: AtomicU64::new(0),
-        }
-    }
-
-    fn touch(&self) {
-        let ms = self.start.elapsed().as_millis() as u64;
-        self.last_ms.store(ms, Ordering::Relaxed);
-    }
-
-    fn last(&self) -> Instant {
-        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
-    }
-}
-
-/// An I/O wrapper that records activity for the idle deadline.
+/// An I/O wrapper that records writes for the response deadline.
 struct Tracked<T> {
     inner: T,
     activity: Arc<Activity>,
@@ -613,13 +646,8 @@ impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            this.activity.touch();
-        }
-        poll
+        // Reads do not count: a peer that only sends (PINGs, say) is idle.
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
     }
 }
 
@@ -632,7 +660,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
         let this = self.get_mut();
         let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
         if matches!(poll, Poll::Ready(Ok(written)) if written > 0) {
-            this.activity.touch();
+            this.activity.wrote();
         }
         poll
     }
@@ -645,7 +673,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
         let this = self.get_mut();
         let poll = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         if matches!(poll, Poll::Ready(Ok(written)) if written > 0) {
-            this.activity.touch();
+            this.activity.wrote();
         }
         poll
     }

@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -89,13 +90,15 @@ async fn four_hundred_stalled_handshakes_are_cut_off_while_a_good_client_is_serv
             "stalled connection {index} still open"
         );
     }
+    // Each ended at its deadline, or earlier to let a newer one in: one
+    // address has 64 handshakes in progress at most.
+    let failed = server.health.handshake_failures.load(Ordering::Relaxed);
+    let evicted = server.health.handshakes_evicted.load(Ordering::Relaxed);
     assert!(
-        server
-            .health
-            .handshake_failures
-            .load(std::sync::atomic::Ordering::Relaxed)
-            >= 400
+        failed + evicted >= 400,
+        "{failed} failed, {evicted} evicted"
     );
+    assert!(evicted >= 400 - 64, "{evicted} evicted");
     assert!(timed_get(&server).await < Duration::from_secs(1));
     server.stop().await;
 }
@@ -183,43 +186,114 @@ async fn a_trickling_body_hits_the_read_deadline_with_408() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn at_the_connection_cap_new_connections_wait_and_service_resumes() {
-    let server = TestServer::start_with(|config| config.limits.max_connections = 3).await;
-    with_canary(&server).await; // the pooled client holds one connection
-    let mut held = Vec::new();
-    for _ in 0..2 {
-        held.push(raw_tls(server.addr, &server.client_files).await);
-    }
-    // A fourth connection is accepted by the kernel but not served: its
-    // handshake waits in the backlog.
-    let files = server.client_files.clone();
-    let addr = server.addr;
-    let waiting = tokio::spawn(async move { raw_tls(addr, &files).await });
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        !waiting.is_finished(),
-        "a connection over the cap was served"
-    );
-    // The held connections still work.
-    held[0]
-        .write_all(b"GET /v1/secrets/canary HTTP/1.1\r\nHost: localhost\r\n\r\n")
+/// Sends a PUT's head and not its body: a request in flight.
+async fn busy(server: &TestServer) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let mut tls = raw_tls(server.addr, &server.client_files).await;
+    tls.write_all(b"PUT /v1/secrets/busy HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\n\r\n")
+        .await
+        .expect("write");
+    tls
+}
+
+async fn get_canary(
+    tls: &mut tokio_rustls::client::TlsStream<TcpStream>,
+    within: Duration,
+) -> bool {
+    tls.write_all(b"GET /v1/secrets/canary HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
         .expect("write");
     let mut response = vec![0u8; 1024];
-    let read = held[0].read(&mut response).await.expect("read");
-    assert!(response[..read].starts_with(b"HTTP/1.1 200"));
-    // Freeing one slot lets the waiting connection in.
-    drop(held.pop());
-    let mut admitted = tokio::time::timeout(Duration::from_secs(3), waiting)
-        .await
-        .expect("admitted once a slot is free")
-        .expect("task");
-    admitted
-        .write_all(b"GET /v1/secrets/canary HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    match tokio::time::timeout(within, tls.read(&mut response)).await {
+        Ok(Ok(read)) => response[..read].starts_with(b"HTTP/1.1 200"),
+        _ => false,
+    }
+}
+
+#[tokio::test]
+async fn at_the_connection_cap_the_longest_idle_connection_makes_room() {
+    let server = TestServer::start_with(|config| config.limits.max_connections = 3).await;
+    with_canary(&server).await; // the pooled client holds one connection, idle now
+    let mut held = [busy(&server).await, busy(&server).await];
+    // A fourth: the idle pooled connection is closed for it, not a busy one.
+    let mut fourth = raw_tls(server.addr, &server.client_files).await;
+    assert!(get_canary(&mut fourth, Duration::from_secs(1)).await);
+    assert_eq!(server.health.closed_for_room.load(Ordering::Relaxed), 1);
+    // Every place busy: a fifth waits ...
+    fourth
+        .write_all(b"PUT /v1/secrets/busy HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\n\r\n")
         .await
         .expect("write");
-    let read = admitted.read(&mut response).await.expect("read");
+    let mut fifth = raw_tls(server.addr, &server.client_files).await;
+    let started = Instant::now();
+    let answered =
+        tokio::spawn(async move { get_canary(&mut fifth, Duration::from_secs(4)).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !answered.is_finished(),
+        "served over the cap with every connection busy"
+    );
+    // ... until a busy connection's request ends and it is idle.
+    held[0].write_all(b"done").await.expect("write");
+    assert!(
+        answered.await.expect("task"),
+        "served once a connection was idle"
+    );
+    println!(
+        "the fifth connection was served after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(server.health.closed_for_room.load(Ordering::Relaxed), 2);
+    // The busy ones were never cut: the second replaces what the first
+    // stored.
+    held[1].write_all(b"done").await.expect("write");
+    let mut response = vec![0u8; 1024];
+    let read = held[1].read(&mut response).await.expect("read");
     assert!(response[..read].starts_with(b"HTTP/1.1 200"));
+    server.stop().await;
+}
+
+/// The flood: 1,500 sockets stalled in the handshake and 1,024 idle
+/// authenticated connections (every place taken), then a legitimate client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_handshakes_and_every_place_idle_still_serve_a_new_client_within_a_second() {
+    let server = TestServer::start().await;
+    with_canary(&server).await;
+    let mut idle = Vec::with_capacity(1024);
+    for _ in 0..1024 {
+        idle.push(raw_tls(server.addr, &server.client_files).await);
+    }
+    let mut stalled = Vec::with_capacity(1500);
+    for _ in 0..1500 {
+        let mut tcp = TcpStream::connect(server.addr).await.expect("connect");
+        tcp.write_all(&[0x16, 0x03, 0x01]).await.expect("write");
+        stalled.push(tcp);
+    }
+    let newcomer = server.client_named(
+        "newcomer",
+        tmpvault::pki::ClientName::CommonName("newcomer".into()),
+    );
+    let mut slowest = Duration::ZERO;
+    for _ in 0..5 {
+        let started = Instant::now();
+        let response = tokio::time::timeout(
+            Duration::from_secs(5),
+            newcomer.request(Method::GET, "/v1/secrets/canary", &[], Bytes::new()),
+        )
+        .await
+        .expect("answered")
+        .expect("request");
+        assert_eq!(response.status, StatusCode::OK);
+        slowest = slowest.max(started.elapsed());
+    }
+    println!(
+        "slowest GET {slowest:?}; handshakes evicted {}, idle connections closed for room {}",
+        server.health.handshakes_evicted.load(Ordering::Relaxed),
+        server.health.closed_for_room.load(Ordering::Relaxed)
+    );
+    assert!(slowest < Duration::from_secs(1), "{slowest:?}");
+    // Every place was taken: the newcomer's came from an idle connection.
+    assert!(server.health.closed_for_room.load(Ordering::Relaxed) >= 1);
+    assert!(server.health.handshakes_evicted.load(Ordering::Relaxed) >= 1500 - 64);
+    drop((idle, stalled));
     server.stop().await;
 }

@@ -372,3 +372,102 @@ async fn curl_over_http2_gets_every_early_answer() {
     assert!(results.is_empty(), "lost answers: {results:?}");
     server.stop().await;
 }
+
+/// The stalled-response attack: GETs of 64 KiB secrets on a connection
+/// whose window stays shut, each secret deleted after its GET. The values
+/// stay charged while the responses hold them, and the connection is ended
+/// at the response deadline, which lets them go.
+#[tokio::test(flavor = "multi_thread")]
+async fn responses_that_make_no_progress_end_at_the_deadline_and_stay_charged_until_then() {
+    let server = TestServer::start_with(|config| {
+        config.limits.response_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let value = Bytes::from(vec![7u8; 64 * 1024]);
+    for n in 0..8 {
+        server
+            .client
+            .put(&format!("big/{n}"), value.clone(), &Default::default())
+            .await
+            .unwrap();
+    }
+    let mut config = tmpvault::tls::client_config(&server.client_files).unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (send, connection) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, Bytes>(tls)
+        .await
+        .unwrap();
+    let ended = tokio::spawn(connection);
+    let mut responses = Vec::new();
+    for n in 0..8 {
+        let request = Request::builder()
+            .uri(format!("https://localhost/v1/secrets/big/{n}"))
+            .body(())
+            .unwrap();
+        let (response, _) = send
+            .clone()
+            .ready()
+            .await
+            .unwrap()
+            .send_request(request, true)
+            .unwrap();
+        let response = timeout(ANSWER_WITHIN, response).await.unwrap().unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        responses.push(response);
+        let deleted = server
+            .client
+            .request(
+                Method::DELETE,
+                &format!("/v1/secrets/big/{n}"),
+                &[],
+                Bytes::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    }
+    // Deleted, but held by the stalled responses: still charged.
+    let stats = server.store.stats();
+    assert_eq!(stats.entries, 0);
+    assert!(stats.bytes >= 8 * 64 * 1024, "{stats:?}");
+    let started = std::time::Instant::now();
+    let ended = timeout(Duration::from_secs(10), ended).await;
+    assert!(
+        ended.is_ok(),
+        "the stalled connection is still open: {} closed as stalled",
+        server
+            .health
+            .closed_stalled
+            .load(std::sync::atomic::Ordering::Relaxed)
+    );
+    println!(
+        "the stalled connection was ended after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        server
+            .health
+            .closed_stalled
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    // Let go: uncharged.
+    drop(responses);
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while server.store.stats().bytes > 1024 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            server.store.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.stop().await;
+}

@@ -277,3 +277,22 @@ async fn a_conditional_get_without_wait_answers_304_uncounted_and_refuses_a_bad_
     assert_eq!(response.status, StatusCode::NOT_FOUND);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_wait_longer_than_the_idle_timeout_is_not_cut() {
+    // Idle means no request in flight: a held GET is in flight.
+    let server = TestServer::start_with(|config| {
+        config.limits.idle_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let etag = put(&server.client, "app/db", b"v").await;
+    let started = Instant::now();
+    let response = wait(&server.client, "app/db", "2s", &etag).await;
+    assert_eq!(response.status, StatusCode::NOT_MODIFIED);
+    assert!(
+        started.elapsed() >= Duration::from_millis(1900),
+        "{:?}",
+        started.elapsed()
+    );
+    server.stop().await;
+}
