@@ -265,7 +265,7 @@ pub fn render(snapshot: &Snapshot<'_>) -> String {
             "tmpvault_requests_total{{route=\"{route}\",status=\"{status}\"}} {count}"
         );
     }
-    let gauges: [(&str, &str, &str, u64); 15] = [
+    let gauges: [(&str, &str, &str, u64); 16] = [
         (
             "tmpvault_reloads_total",
             "counter",
@@ -301,6 +301,12 @@ pub fn render(snapshot: &Snapshot<'_>) -> String {
             "gauge",
             "The memory budget (--max-memory).",
             snapshot.memory_budget,
+        ),
+        (
+            "tmpvault_waiting_requests",
+            "gauge",
+            "GET ?wait= requests held now, waiting for their key to change.",
+            snapshot.store.waiting,
         ),
         (
             "tmpvault_expired_total",
