@@ -130,6 +130,8 @@ pub struct Snapshot<'a> {
     pub closed_untrusted: u64,
     /// Connections closed at `--max-connection-age`.
     pub closed_max_age: u64,
+    /// HTTP/2 connections ended for a control-frame flood.
+    pub http2_flood_closed: u64,
     /// Connections open now.
     pub connections_open: u64,
     /// Whether /readyz would answer 200.
@@ -265,7 +267,7 @@ pub fn render(snapshot: &Snapshot<'_>) -> String {
             "tmpvault_requests_total{{route=\"{route}\",status=\"{status}\"}} {count}"
         );
     }
-    let gauges: [(&str, &str, &str, u64); 15] = [
+    let gauges: [(&str, &str, &str, u64); 16] = [
         (
             "tmpvault_reloads_total",
             "counter",
@@ -337,6 +339,12 @@ pub fn render(snapshot: &Snapshot<'_>) -> String {
             "counter",
             "Connections closed gracefully at --max-connection-age.",
             snapshot.closed_max_age,
+        ),
+        (
+            "tmpvault_http2_flood_closed_total",
+            "counter",
+            "HTTP/2 connections ended with GOAWAY ENHANCE_YOUR_CALM for a control-frame flood.",
+            snapshot.http2_flood_closed,
         ),
         (
             "tmpvault_connections_open",

@@ -97,6 +97,7 @@ impl Ops {
                         .load(Ordering::Relaxed),
                     closed_untrusted: self.health.closed_untrusted.load(Ordering::Relaxed),
                     closed_max_age: self.health.closed_max_age.load(Ordering::Relaxed),
+                    http2_flood_closed: self.health.http2_flood_closed.load(Ordering::Relaxed),
                     connections_open: self.health.connections_open.load(Ordering::Relaxed),
                     ready: self.health.ready(),
                     draining: self.health.draining.load(Ordering::Acquire),

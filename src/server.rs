@@ -49,6 +49,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::api::{route_template, Api};
 use crate::audit;
+use crate::h2guard::H2Guard;
 use crate::identity::{self, Identity};
 use crate::metrics::RequestCounters;
 use crate::store::Store;
@@ -129,6 +130,9 @@ pub struct Health {
     pub closed_untrusted: AtomicU64,
     /// Connections closed at `--max-connection-age`.
     pub closed_max_age: AtomicU64,
+    /// HTTP/2 connections ended with GOAWAY ENHANCE_YOUR_CALM for a
+    /// control-frame flood (see [`crate::h2guard`]).
+    pub http2_flood_closed: AtomicU64,
     /// Requests by route and status.
     pub requests: RequestCounters,
 }
@@ -144,6 +148,7 @@ impl Default for Health {
             handshakes_post_quantum: AtomicU64::new(0),
             closed_untrusted: AtomicU64::new(0),
             closed_max_age: AtomicU64::new(0),
+            http2_flood_closed: AtomicU64::new(0),
             requests: RequestCounters::default(),
         }
     }
@@ -323,7 +328,8 @@ impl Server {
             .half_close(true);
         // Each HTTP/2 limit is set here rather than left to hyper's and h2's
         // defaults; the values and the reasons are at their constants (and
-        // in the README, "HTTP/2 limits").
+        // in the README, "HTTP/2 limits"). The control-frame flood guard is
+        // below hyper, in `Connection::serve`.
         builder
             .http2()
             .timer(TokioTimer::new())
@@ -473,12 +479,18 @@ impl Connection {
             }
             None => Arc::from(identity::ANONYMOUS),
         };
-        // For the log line if a CA reload closes this connection.
+        // For the log line if a CA reload (or a flood) closes this connection.
         let named = Arc::clone(&identity);
+        let named_for_flood = Arc::clone(&identity);
 
         let activity = Arc::new(Activity::new());
+        let health = Arc::clone(&self.health);
+        let flooded = move || {
+            health.http2_flood_closed.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(%peer, identity = %named_for_flood, "closing HTTP/2 connection: control-frame flood (GOAWAY ENHANCE_YOUR_CALM)");
+        };
         let io = TokioIo::new(Tracked {
-            inner: tls,
+            inner: H2Guard::new(tls, flooded),
             activity: Arc::clone(&activity),
         });
         // What every request on this connection needs, behind one
