@@ -23,9 +23,12 @@
 //!   writing (it tracks outbound frame boundaries: hyper may write part of
 //!   a frame per `poll_write`), writes GOAWAY with ENHANCE_YOUR_CALM and
 //!   the highest client stream id seen, flushes, sends TLS close_notify,
-//!   then reads and discards what the client still sends for
-//!   [`LINGER`] (closing with unread bytes would send a TCP RST, which can
-//!   make the client drop the GOAWAY unread) and ends hyper's input.
+//!   and ends hyper's input [`LINGER`] later. Closing at once with unread
+//!   bytes would send a TCP RST, which can make the client drop the GOAWAY
+//!   unread; so the connection stays open that long, reading and
+//!   discarding at most [`LINGER_DISCARD_BYTES`] (enough to notice a
+//!   client that closes) and then not reading at all, so that a client
+//!   still flooding is held back by TCP flow control at no cost to us.
 //!
 //! Whether a connection is HTTP/2 is decided the way hyper-util's `auto`
 //! builder decides it: by whether it starts with the client preface. ALPN
@@ -59,9 +62,14 @@ pub const CONTROL_FRAME_BURST: f64 = 1_000.0;
 /// acknowledge it with one stream and one connection WINDOW_UPDATE.
 pub const CREDIT_PER_DATA_FRAME_SENT: f64 = 2.0;
 
-/// After the GOAWAY, how long what the client still sends is read and
-/// discarded before the connection is dropped.
+/// After the GOAWAY, how long the connection stays open for the client to
+/// read it before it is dropped.
 pub const LINGER: Duration = Duration::from_secs(1);
+
+/// During the linger, how much of what the client still sends is read
+/// (and discarded) to notice it closing: each byte read costs a
+/// decryption, so a client that keeps flooding is then not read at all.
+pub const LINGER_DISCARD_BYTES: usize = 64 * 1024;
 
 /// From the flood to the GOAWAY flushed: a client that does not read its
 /// socket may keep it from being written, and is then simply dropped.
@@ -95,7 +103,9 @@ struct FrameHead {
 impl FrameHead {
     fn parse(bytes: &[u8; FRAME_HEADER_LEN]) -> FrameHead {
         FrameHead {
-            length: usize::from(bytes[0]) << 16 | usize::from(bytes[1]) << 8 | usize::from(bytes[2]),
+            length: usize::from(bytes[0]) << 16
+                | usize::from(bytes[1]) << 8
+                | usize::from(bytes[2]),
             kind: bytes[3],
             flags: bytes[4],
             stream: u32::from_be_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]) & 0x7fff_ffff,
@@ -201,11 +211,15 @@ enum Phase {
     /// Flooded: waiting for hyper to finish the frame it is writing.
     Tripped,
     /// Writing the GOAWAY frame.
-    GoAway { written: usize },
+    GoAway {
+        written: usize,
+    },
     Flushing,
     ShuttingDown,
-    /// GOAWAY sent: discarding what the client still sends.
-    Lingering,
+    /// GOAWAY sent: waiting for the client to read it (and close).
+    Lingering {
+        discarded: usize,
+    },
     /// Nothing more is read or written.
     Closed,
 }
@@ -225,7 +239,9 @@ struct Guard {
 
 enum Mode {
     /// Comparing the first bytes with the client preface.
-    Detecting { matched: usize },
+    Detecting {
+        matched: usize,
+    },
     /// Not HTTP/2: every call is passed through.
     PassThrough,
     Guarded(Box<Guard>),
@@ -315,6 +331,11 @@ impl Guard {
         }
     }
 
+    /// Flooded, and hyper is still in the middle of writing a frame.
+    fn finishing_a_frame(&self) -> bool {
+        matches!(self.phase, Phase::Tripped) && !self.outbound.at_boundary()
+    }
+
     fn trip(&mut self) {
         self.phase = Phase::Tripped;
         self.deadline = Some(Box::pin(tokio::time::sleep(GOAWAY_DEADLINE)));
@@ -346,7 +367,7 @@ impl Guard {
                 self.phase = Phase::Closed;
             }
             match self.phase {
-                Phase::Open | Phase::Lingering | Phase::Closed => return Poll::Ready(()),
+                Phase::Open | Phase::Lingering { .. } | Phase::Closed => return Poll::Ready(()),
                 Phase::Tripped => {
                     if !self.outbound.at_boundary() {
                         // hyper is blocked writing the rest of its frame and
@@ -378,7 +399,7 @@ impl Guard {
                 Phase::ShuttingDown => match Pin::new(&mut *inner).poll_shutdown(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(_) => {
-                        self.phase = Phase::Lingering;
+                        self.phase = Phase::Lingering { discarded: 0 };
                         self.deadline = Some(Box::pin(tokio::time::sleep(LINGER)));
                     }
                 },
@@ -392,30 +413,30 @@ impl Guard {
             .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready())
     }
 
-    /// Reads and discards until the client closes or the linger ends;
-    /// Ready when nothing more will be read.
+    /// Waits for the client to close or the linger to end, reading and
+    /// discarding a bounded amount; Ready when nothing more will be read.
     fn linger<T: AsyncRead + Unpin>(&mut self, inner: &mut T, cx: &mut Context<'_>) -> Poll<()> {
         let mut scratch = [0u8; 4096];
-        // A bounded number of reads per poll, so a fast client cannot keep
-        // this task from yielding.
-        for _ in 0..16 {
+        while let Phase::Lingering { discarded } = &mut self.phase {
+            if *discarded >= LINGER_DISCARD_BYTES {
+                break;
+            }
             let mut discard = ReadBuf::new(&mut scratch);
             match Pin::new(&mut *inner).poll_read(cx, &mut discard) {
-                Poll::Ready(Ok(())) if !discard.filled().is_empty() => continue,
+                Poll::Ready(Ok(())) if !discard.filled().is_empty() => {
+                    *discarded += discard.filled().len();
+                }
                 Poll::Ready(_) => {
                     self.phase = Phase::Closed;
                     return Poll::Ready(());
                 }
-                Poll::Pending => {
-                    if self.deadline_passed(cx) {
-                        self.phase = Phase::Closed;
-                        return Poll::Ready(());
-                    }
-                    return Poll::Pending;
-                }
+                Poll::Pending => break,
             }
         }
-        cx.waker().wake_by_ref();
+        if self.deadline_passed(cx) {
+            self.phase = Phase::Closed;
+            return Poll::Ready(());
+        }
         Poll::Pending
     }
 }
@@ -463,7 +484,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for H2Guard<T> {
                         return poll;
                     }
                 }
-                Phase::Lingering => {
+                Phase::Lingering { .. } => {
                     if guard.linger(&mut this.inner, cx).is_pending() {
                         return Poll::Pending;
                     }
@@ -498,7 +519,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for H2Guard<T> {
                 }
                 poll
             }
-            Phase::Tripped if !guard.outbound.at_boundary() => {
+            Phase::Tripped if guard.finishing_a_frame() => {
                 // Let hyper finish its frame, and not one byte more.
                 let limit = guard.outbound.until_next_step().min(buf.len());
                 let poll = Pin::new(&mut this.inner).poll_write(cx, &buf[..limit]);
@@ -550,8 +571,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for H2Guard<T> {
         let this = self.get_mut();
         match &mut this.mode {
             Mode::Guarded(guard)
-                if !matches!(guard.phase, Phase::Open)
-                    && !(matches!(guard.phase, Phase::Tripped) && !guard.outbound.at_boundary()) =>
+                if !matches!(guard.phase, Phase::Open) && !guard.finishing_a_frame() =>
             {
                 guard.drive(&mut this.inner, cx).map(Ok)
             }
@@ -563,7 +583,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for H2Guard<T> {
         let this = self.get_mut();
         match &mut this.mode {
             Mode::Guarded(guard) if !matches!(guard.phase, Phase::Open) => {
-                if matches!(guard.phase, Phase::Tripped) && !guard.outbound.at_boundary() {
+                if guard.finishing_a_frame() {
                     // A frame cut short: nothing more can be said.
                     guard.phase = Phase::Closed;
                 }
