@@ -625,7 +625,9 @@ async fn hpack_header_bomb_is_refused_without_a_big_allocation() {
             raw.send(&bomb).await.unwrap();
             let seen = raw
                 .reader
-                .until(ROUND_LIMIT, |seen| !seen.resets.is_empty())
+                .until(ROUND_LIMIT, |seen| {
+                    !seen.resets.is_empty() || seen.ended.contains(&1)
+                })
                 .await;
             Round {
                 seen,
@@ -639,8 +641,10 @@ async fn hpack_header_bomb_is_refused_without_a_big_allocation() {
             !round.seen.data.windows(5).any(|window| window == b"alive"),
             "a 48 MB header list was served"
         );
+        // GOAWAY, RST_STREAM, or an answer that is not the secret (a 431).
         let refused = round.seen.goaway_code() == Some(code::ENHANCE_YOUR_CALM)
-            || round.seen.resets.iter().any(|(stream, _)| *stream == 1);
+            || round.seen.resets.iter().any(|(stream, _)| *stream == 1)
+            || round.seen.ended.contains(&1);
         assert!(refused, "not refused: {:?}", round.seen);
         assert!(round.elapsed < FLOOD_GOAWAY_BOUND, "{:?}", round.elapsed);
     }
@@ -719,5 +723,69 @@ async fn streams_over_max_concurrent_are_refused_then_the_connection_ends() {
         ),
     );
     measured.assert_rss_growth_below(32 * MIB);
+    setup.assert_still_serving().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_legitimate_http2_client_is_not_taken_for_a_flood() {
+    const VALUE: usize = 64 * 1024;
+    let _serial = SERIAL.lock().await;
+    let setup = Setup::start().await;
+    let put = setup
+        .server
+        .client
+        .request(
+            Method::PUT,
+            "/v1/secrets/big",
+            &[],
+            Bytes::from(vec![b'v'; VALUE]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(put.status, StatusCode::CREATED);
+    // A small window makes the client acknowledge every 16 KiB frame with
+    // WINDOW_UPDATEs: thousands of control frames, all legitimate.
+    let tls = h2raw::connect_tls(setup.addr(), &setup.server.client_files).await;
+    let (send, mut connection) = h2::client::Builder::new()
+        .initial_window_size(16 * 1024)
+        .handshake::<_, Bytes>(tls)
+        .await
+        .unwrap();
+    let mut ping_pong = connection.ping_pong().unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let client = H2Client::from_send_request(send);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..20 {
+                let (status, body) = client.get("/v1/secrets/big").await.unwrap();
+                assert_eq!((status, body.len()), (200, VALUE));
+            }
+        }));
+    }
+    // And a keep-alive PING now and then, as a client library does.
+    for _ in 0..5 {
+        ping_pong.ping(h2::Ping::opaque()).await.unwrap();
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    println!(
+        "busy client: 320 GETs of 64 KiB over one connection with a 16 KiB window in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        setup
+            .server
+            .health
+            .http2_flood_closed
+            .load(Ordering::Relaxed),
+        0,
+        "a legitimate client was taken for a flood"
+    );
     setup.assert_still_serving().await;
 }

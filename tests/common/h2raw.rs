@@ -237,6 +237,8 @@ pub struct Seen {
     pub resets: Vec<(u32, u32)>,
     /// Streams that got a response HEADERS frame.
     pub responses: Vec<u32>,
+    /// Streams the server ended (END_STREAM on HEADERS or DATA).
+    pub ended: Vec<u32>,
     /// DATA payloads, concatenated (the first MiB).
     pub data: Vec<u8>,
     pub frames: u64,
@@ -315,6 +317,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 }
             };
             seen.frames += 1;
+            if matches!(frame.kind, kind::HEADERS | kind::DATA)
+                && frame.flags & flag::END_STREAM != 0
+            {
+                seen.ended.push(frame.stream);
+            }
             match frame.kind {
                 kind::GOAWAY if frame.payload.len() >= 8 => {
                     let word = |at: usize| {
@@ -454,6 +461,11 @@ impl H2Client {
         tokio::spawn(async move {
             let _ = connection.await;
         });
+        H2Client { send }
+    }
+
+    /// A client on a connection the caller has set up.
+    pub fn from_send_request(send: h2::client::SendRequest<Bytes>) -> H2Client {
         H2Client { send }
     }
 
