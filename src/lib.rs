@@ -52,6 +52,9 @@
 //!   ML-KEM.
 //! - [`server`]: the accept loop with a deadline on every phase, the
 //!   connection cap, and graceful shutdown.
+//! - [`h2guard`]: below hyper, the HTTP/2 control-frame flood guard
+//!   (PING, SETTINGS, WINDOW_UPDATE, PRIORITY, empty DATA beyond a rate end
+//!   the connection with GOAWAY ENHANCE_YOUR_CALM).
 //! - [`pki`]: certificate generation for `tmpvault dev` and for tests.
 //! - [`dev`]: `tmpvault dev`, the zero-config start.
 //! - [`client`]: [`client::Client`], the async mTLS client behind the CLI's
@@ -76,6 +79,7 @@ pub mod client;
 pub mod config;
 pub mod dev;
 pub mod early;
+pub mod h2guard;
 pub mod harden;
 pub mod identity;
 pub mod journal;

@@ -138,6 +138,8 @@ pub struct Snapshot<'a> {
     pub refused_no_place: u64,
     /// Connections ended because their responses made no progress.
     pub closed_stalled: u64,
+    /// HTTP/2 connections ended for a control-frame flood.
+    pub http2_flood_closed: u64,
     /// Connections open now.
     pub connections_open: u64,
     /// Whether /readyz would answer 200.
@@ -273,7 +275,7 @@ pub fn render(snapshot: &Snapshot<'_>) -> String {
             "tmpvault_requests_total{{route=\"{route}\",status=\"{status}\"}} {count}"
         );
     }
-    let gauges: [(&str, &str, &str, u64); 20] = [
+    let gauges: [(&str, &str, &str, u64); 21] = [
         (
             "tmpvault_reloads_total",
             "counter",
@@ -375,6 +377,12 @@ pub fn render(snapshot: &Snapshot<'_>) -> String {
             "counter",
             "Connections ended because a response wrote nothing for the response deadline (30 s).",
             snapshot.closed_stalled,
+        ),
+        (
+            "tmpvault_http2_flood_closed_total",
+            "counter",
+            "HTTP/2 connections ended with GOAWAY ENHANCE_YOUR_CALM for a control-frame flood.",
+            snapshot.http2_flood_closed,
         ),
         (
             "tmpvault_connections_open",

@@ -101,6 +101,7 @@ impl Ops {
                     closed_for_room: self.health.closed_for_room.load(Ordering::Relaxed),
                     refused_no_place: self.health.refused_no_place.load(Ordering::Relaxed),
                     closed_stalled: self.health.closed_stalled.load(Ordering::Relaxed),
+                    http2_flood_closed: self.health.http2_flood_closed.load(Ordering::Relaxed),
                     connections_open: self.health.connections_open.load(Ordering::Relaxed),
                     ready: self.health.ready(),
                     draining: self.health.draining.load(Ordering::Acquire),

@@ -53,6 +53,7 @@ use crate::admission::{Activity, Admission, Delivery, Expired};
 use crate::api::{route_template, Api};
 use crate::audit::{self, AuditInfo};
 use crate::early::Drained;
+use crate::h2guard::H2Guard;
 use crate::identity::{self, Identity};
 use crate::metrics::RequestCounters;
 use crate::problem::ApiError;
@@ -160,6 +161,9 @@ pub struct Health {
     pub refused_no_place: AtomicU64,
     /// Connections ended because their responses made no progress.
     pub closed_stalled: AtomicU64,
+    /// HTTP/2 connections ended with GOAWAY ENHANCE_YOUR_CALM for a
+    /// control-frame flood (see [`crate::h2guard`]).
+    pub http2_flood_closed: AtomicU64,
     /// Requests by route and status.
     pub requests: RequestCounters,
 }
@@ -180,6 +184,7 @@ impl Default for Health {
             closed_for_room: AtomicU64::new(0),
             refused_no_place: AtomicU64::new(0),
             closed_stalled: AtomicU64::new(0),
+            http2_flood_closed: AtomicU64::new(0),
             requests: RequestCounters::default(),
         }
     }
@@ -208,6 +213,62 @@ impl Drop for OpenConnection {
         self.0.connections_open.fetch_sub(1, Ordering::Relaxed);
     }
 }
+
+// ---- HTTP/2 limits (hyper's `http2()` builder in `Server::run`)
+
+/// Streams a client may have open at once on one connection (hyper: 200).
+/// A sidecar's client multiplexes a few requests at a time; 64 leaves
+/// room for a busy pool while bounding what one connection can pin:
+/// 64 streams x (a 64 KiB value in flight + the send buffer below). More
+/// are refused with RST_STREAM REFUSED_STREAM (RFC 9113 §5.1.2).
+pub const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 64;
+
+/// Streams the client resets before hyper has accepted them, at once,
+/// before GOAWAY ENHANCE_YOUR_CALM: the rapid-reset defence
+/// (CVE-2023-44487). h2's own default, written down: a client that resets
+/// 20 requests it has only just sent is not fetching secrets.
+pub const HTTP2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
+
+/// Streams the server itself resets for the client's errors (malformed
+/// headers, streams over the concurrency limit), per connection, before
+/// GOAWAY ENHANCE_YOUR_CALM (hyper: 1,024). A correct client causes none,
+/// except for the streams it opens before it has read our SETTINGS (at
+/// most its own default of 100); 256 covers that twice over and still
+/// ends a client that keeps provoking resets long before it costs much.
+pub const HTTP2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 256;
+
+/// Largest frame the client may send: the RFC's minimum and h2's default,
+/// 16 KiB. h2 reads each frame whole before acting on it, so this bounds
+/// that buffer, and with the header list limit it sets how many
+/// CONTINUATION frames h2 accepts before GOAWAY (the CVE-2024-27316
+/// class): 10 with [`H2_HEADER_DECODE_LIMIT`]'s 128 KiB.
+pub const HTTP2_MAX_FRAME_SIZE: u32 = 16 * 1024;
+
+/// Bytes a client may send on one stream before the server has read them
+/// (hyper: 1 MiB). Request bodies are at most `--max-value-bytes` (64 KiB
+/// by default); 256 KiB lets a default-sized PUT arrive in one round trip
+/// and bounds what a stream whose body is not read can queue.
+pub const HTTP2_STREAM_WINDOW: u32 = 256 * 1024;
+
+/// Bytes a client may send on all its streams together before the server
+/// has read them: the bound on unread request data per connection
+/// (hyper's default, 1 MiB, written down). The adaptive (BDP) window is
+/// off, so it never grows.
+pub const HTTP2_CONNECTION_WINDOW: u32 = 1024 * 1024;
+
+/// Response bytes h2 queues per stream beyond what the client's window
+/// lets it send (hyper: 400 KiB). 64 KiB is one default-sized value: a
+/// stream waiting on a client that does not open its window queues that
+/// much, not six times it.
+pub const HTTP2_MAX_SEND_BUF_SIZE: usize = 64 * 1024;
+
+/// How often an HTTP/2 connection with no frames from the client is
+/// PINGed, to find peers that vanished without a FIN.
+pub const HTTP2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How long a keep-alive PING may go unanswered before the connection is
+/// closed. Within the 60 s idle timeout, so a dead peer is found by one.
+pub const HTTP2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A bound, not yet running server.
 pub struct Server {
@@ -301,18 +362,29 @@ impl Server {
             // of a PUT). With it, the buffer is reused, and a client that
             // shuts down its sending side after a request gets its answer.
             .half_close(true);
+        // Each HTTP/2 limit is set here rather than left to hyper's and h2's
+        // defaults; the values and the reasons are at their constants (and
+        // in the README, "HTTP/2 limits"). The control-frame flood guard is
+        // below hyper, in `Connection::serve`.
         builder
             .http2()
             .timer(TokioTimer::new())
-            .max_concurrent_streams(64)
+            .max_concurrent_streams(HTTP2_MAX_CONCURRENT_STREAMS)
+            .max_pending_accept_reset_streams(HTTP2_MAX_PENDING_ACCEPT_RESET_STREAMS)
+            .max_local_error_reset_streams(HTTP2_MAX_LOCAL_ERROR_RESET_STREAMS)
             // Decoded past `--max-header-bytes` so that the stream, not the
             // connection, is refused (431 in the service below).
             .max_header_list_size(
                 H2_HEADER_DECODE_LIMIT
                     .max(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX)),
             )
-            .keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(10));
+            .max_frame_size(HTTP2_MAX_FRAME_SIZE)
+            .initial_stream_window_size(HTTP2_STREAM_WINDOW)
+            .initial_connection_window_size(HTTP2_CONNECTION_WINDOW)
+            .adaptive_window(false)
+            .max_send_buf_size(HTTP2_MAX_SEND_BUF_SIZE)
+            .keep_alive_interval(HTTP2_KEEP_ALIVE_INTERVAL)
+            .keep_alive_timeout(HTTP2_KEEP_ALIVE_TIMEOUT);
         let builder = Arc::new(builder);
 
         tokio::pin!(shutdown);
@@ -452,8 +524,9 @@ impl Connection {
             }
             None => Arc::from(identity::ANONYMOUS),
         };
-        // For the log line if a CA reload closes this connection.
+        // For the log line if a CA reload (or a flood) closes this connection.
         let named = Arc::clone(&identity);
+        let named_for_flood = Arc::clone(&identity);
 
         let activity = Arc::new(Activity::new());
         // A place among the established connections; the handshake slot is
@@ -468,8 +541,13 @@ impl Connection {
             tracing::debug!(%peer, "no place for the connection: every connection is busy");
             return;
         };
+        let health = Arc::clone(&self.health);
+        let flooded = move || {
+            health.http2_flood_closed.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(%peer, identity = %named_for_flood, "closing HTTP/2 connection: control-frame flood (GOAWAY ENHANCE_YOUR_CALM)");
+        };
         let io = TokioIo::new(Tracked {
-            inner: tls,
+            inner: H2Guard::new(tls, flooded),
             activity: Arc::clone(&activity),
         });
         // What every request on this connection needs, behind one

@@ -3,6 +3,7 @@
 //! private key is ever committed), and hands out real mTLS clients.
 #![allow(dead_code)] // each test crate uses a different part of it
 
+pub mod h2raw;
 pub mod process;
 
 use std::net::SocketAddr;
