@@ -789,3 +789,113 @@ async fn a_busy_legitimate_http2_client_is_not_taken_for_a_flood() {
     );
     setup.assert_still_serving().await;
 }
+
+/// Issue 20's pinning attack: 40 connections with a shut window GET
+/// distinct 64 KiB secrets and DELETE each once its GET is answered,
+/// against a 1 MiB budget. The stalled responses still hold the values, so
+/// they stay charged: the budget fills, further PUTs get 507, and what the
+/// attacker pins is bounded by `--max-memory`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_responses_pin_no_more_than_the_memory_budget() {
+    const CONNECTIONS: usize = 40;
+    const STREAMS: u32 = 64;
+    const VALUE: usize = 64 * 1024;
+    const BUDGET: u64 = MIB;
+    let _serial = SERIAL.lock().await;
+    let setup = Setup::start_with(|config| config.max_memory = BUDGET).await;
+    let (addr, files, base) = (setup.addr(), setup.files(), setup.server.base.clone());
+    let store = setup.server.store.clone();
+    let attack = async move {
+        let client = tmpvault::client::Client::new(&base, &files).unwrap();
+        let value = Bytes::from(vec![b'p'; VALUE]);
+        let (mut stored, mut refused, mut peak_charged) = (0u32, 0u32, 0u64);
+        let mut connections = Vec::new();
+        for connection in 0..CONNECTIONS {
+            let mut raw = H2Raw::connect(addr, &files, &[(setting::INITIAL_WINDOW_SIZE, 0)]).await;
+            let mut keys = Vec::new();
+            for stream in 0..STREAMS {
+                let key = format!("pin/{connection}/{stream}");
+                let put = client
+                    .request(
+                        Method::PUT,
+                        &format!("/v1/secrets/{key}"),
+                        &[],
+                        value.clone(),
+                    )
+                    .await
+                    .unwrap();
+                match put.status.as_u16() {
+                    201 => keys.push(key),
+                    507 => refused += 1,
+                    other => panic!("PUT answered {other}"),
+                }
+            }
+            stored += keys.len() as u32;
+            let requests: Vec<u8> = keys
+                .iter()
+                .enumerate()
+                .flat_map(|(i, key)| {
+                    h2raw::headers(
+                        1 + 2 * i as u32,
+                        &get_block(&format!("/v1/secrets/{key}")),
+                        true,
+                        true,
+                    )
+                })
+                .collect();
+            raw.send(&requests).await.unwrap();
+            let seen = raw
+                .reader
+                .until(ROUND_LIMIT, |seen| seen.responses.len() >= keys.len())
+                .await;
+            assert_eq!(seen.responses.len(), keys.len(), "every GET is answered");
+            assert!(seen.data.is_empty(), "data sent through a zero window");
+            for key in &keys {
+                let deleted = client
+                    .request(
+                        Method::DELETE,
+                        &format!("/v1/secrets/{key}"),
+                        &[],
+                        Bytes::new(),
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+            }
+            peak_charged = peak_charged.max(store.stats().bytes);
+            connections.push(raw);
+        }
+        tokio::time::sleep(ATTACK_TIME).await;
+        (stored, refused, peak_charged, connections)
+    };
+    let ((stored, refused, peak_charged, connections), mut measured) = setup.during(attack).await;
+    measured.report(
+        "pinning",
+        &format!(
+            "{CONNECTIONS} connections x {STREAMS} zero-window GETs of distinct 64 KiB secrets, \
+             each deleted once answered, budget 1 MiB: {stored} stored, {refused} refused 507, \
+             at most {peak_charged} bytes charged"
+        ),
+    );
+    // Without the lingering charge, every one of the 2,560 PUTs succeeds.
+    assert!(peak_charged <= BUDGET);
+    assert!(
+        u64::from(stored) * VALUE as u64 <= BUDGET,
+        "{stored} values pinned"
+    );
+    assert!(refused > 2000, "{refused}");
+    // The budget plus, per connection, its TLS and HTTP/2 state.
+    measured.assert_rss_growth_below(BUDGET + CONNECTIONS as u64 * 256 * 1024);
+    // Let go when the connections close: nothing charged but the canary.
+    drop(connections);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while setup.server.store.stats().bytes > 1024 {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            setup.server.store.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    setup.assert_still_serving().await;
+}
