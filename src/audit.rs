@@ -126,6 +126,9 @@ pub fn emit(record: &Record<'_>) {
         line.clear();
         format(record, std::time::SystemTime::now(), line);
         sink.write_line(line);
+        // The reused buffer keeps no key name between requests (so none
+        // outlives its DELETE in memory); a line is a few hundred bytes.
+        zeroize::Zeroize::zeroize(line.as_mut_slice());
     };
     // The buffer is busy only if this thread is already writing a line
     // (it cannot be, but a second buffer is better than a panic).
