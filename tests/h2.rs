@@ -29,11 +29,11 @@ use tokio::time::timeout;
 const TRIES: usize = 50;
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 
-/// One HTTP/2 connection (ALPN `h2`) with the test client's certificate.
-async fn h2_connect(
+/// A TLS connection offering only ALPN `h2`, with `files`' certificate.
+async fn h2_tls(
     server: &TestServer,
     files: &tmpvault::tls::ClientTlsFiles,
-) -> SendRequest<Bytes> {
+) -> tokio_rustls::client::TlsStream<TcpStream> {
     let mut config = tmpvault::tls::client_config(files).unwrap();
     config.alpn_protocols = vec![b"h2".to_vec()];
     let tcp = TcpStream::connect(server.addr).await.unwrap();
@@ -43,6 +43,15 @@ async fn h2_connect(
         .await
         .unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    tls
+}
+
+/// One HTTP/2 connection (ALPN `h2`) with the test client's certificate.
+async fn h2_connect(
+    server: &TestServer,
+    files: &tmpvault::tls::ClientTlsFiles,
+) -> SendRequest<Bytes> {
+    let tls = h2_tls(server, files).await;
     let (send, connection) = h2::client::handshake(tls).await.unwrap();
     tokio::spawn(async move {
         let _ = connection.await;
@@ -391,14 +400,7 @@ async fn responses_that_make_no_progress_end_at_the_deadline_and_stay_charged_un
             .await
             .unwrap();
     }
-    let mut config = tmpvault::tls::client_config(&server.client_files).unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let tcp = TcpStream::connect(server.addr).await.unwrap();
-    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .unwrap();
+    let tls = h2_tls(&server, &server.client_files).await;
     let (send, connection) = h2::client::Builder::new()
         .initial_window_size(0)
         .handshake::<_, Bytes>(tls)
