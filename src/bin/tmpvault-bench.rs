@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! cargo build --release --bin tmpvault --bin tmpvault-bench
-//! target/release/tmpvault-bench [--duration 5s] [--connections 50] [--rounds 3] [--quick]
+//! target/release/tmpvault-bench [--duration 5s] [--connections 50] [--rounds 3]
+//!     [--h2-connections 4] [--h2-streams 16] [--quick]
 //! ```
 //!
 //! Progress goes to stderr; the table (every figure, and PASS or MISS beside
@@ -74,6 +75,13 @@ struct Cli {
     /// Concurrent keep-alive connections (and new-connection loops).
     #[arg(long, default_value_t = 50)]
     connections: usize,
+    /// HTTP/2 connections of the HTTP/2 GET and PUT runs.
+    #[arg(long, default_value_t = 4)]
+    h2_connections: usize,
+    /// Concurrent streams on each HTTP/2 connection (at most the server's
+    /// 64 per connection).
+    #[arg(long, default_value_t = 16)]
+    h2_streams: usize,
     /// Rounds of each load scenario; medians are taken over them [default: 3; --quick: 1].
     #[arg(long)]
     rounds: Option<usize>,
@@ -102,6 +110,8 @@ impl Cli {
                 Duration::from_secs(5)
             }),
             connections: self.connections,
+            h2_connections: self.h2_connections,
+            h2_streams: self.h2_streams,
             rounds: self.rounds.unwrap_or(if quick { 1 } else { 3 }),
             secrets: self.secrets.unwrap_or(if quick { 2_000 } else { 100_000 }),
             starts: 10,
@@ -113,6 +123,13 @@ impl Cli {
             return Err(Failure::new(
                 "reading the command line",
                 "--connections, --rounds and --secrets must be at least 1",
+            ));
+        }
+        let most_streams = tmpvault::server::HTTP2_MAX_CONCURRENT_STREAMS as usize;
+        if settings.h2_connections == 0 || !(1..=most_streams).contains(&settings.h2_streams) {
+            return Err(Failure::new(
+                "reading the command line",
+                format!("--h2-connections must be at least 1 and --h2-streams from 1 to {most_streams} (the server's streams per connection)"),
             ));
         }
         if settings.duration < Duration::from_millis(100) {

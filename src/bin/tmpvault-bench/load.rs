@@ -1,10 +1,14 @@
-//! The load generator: hyper's HTTP/1.1 client over rustls with the client
-//! certificate, used for tmpvault and the baseline alike (`oha` is used
-//! instead when it is on `PATH`; see [`crate::oha`]).
+//! The load generator: hyper's HTTP/1.1 and HTTP/2 clients over rustls
+//! with the client certificate, used for tmpvault and the baseline alike
+//! (`oha` is used instead for the HTTP/1.1 keep-alive runs when it is on
+//! `PATH`; see [`crate::oha`]).
 //!
 //! - [`keep_alive`]: N keep-alive connections, each sending one request at a
 //!   time in a loop, for a fixed time or until a shared count of requests is
 //!   used up; every latency goes into an HDR histogram.
+//! - [`multiplexed`]: the same over HTTP/2 (ALPN `h2`): N connections with
+//!   S stream loops on each, every loop sending one request at a time, so
+//!   that N × S requests are in flight.
 //! - [`new_connections`]: N loops that each open a new TCP + TLS 1.3
 //!   connection (full handshake with the client certificate, no session
 //!   resumption), send one GET with `Connection: close`, and wait for the
@@ -24,9 +28,10 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
+use hyper::client::conn::http2;
 use hyper::header::{CONNECTION, HOST};
 use hyper::{Method, Request, StatusCode, Uri};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls_pki_types::ServerName;
 use tmpvault::tls::ClientTlsFiles;
 use tokio::net::TcpStream;
@@ -47,15 +52,19 @@ const MAX_LATENCY_US: u64 = 60_000_000;
 pub struct Target {
     addr: SocketAddr,
     connector: TlsConnector,
+    /// The same TLS settings with ALPN `h2`.
+    h2_connector: TlsConnector,
 }
 
 /// A request body for every request, built per request from its slot.
 pub type MakeRequest = Arc<dyn Fn(Slot) -> Request<Full<Bytes>> + Send + Sync>;
 
-/// Which request this is: the connection sending it and a run-wide index.
+/// Which request this is: the loop sending it and a run-wide index.
 #[derive(Clone, Copy, Debug)]
 pub struct Slot {
-    /// 0..connections.
+    /// The loop sending it: 0..connections over HTTP/1.1, 0..connections ×
+    /// streams over HTTP/2 (stream loop `s` of connection `c` is
+    /// `c × streams + s`), so that each loop has one request in flight.
     pub connection: usize,
     /// 0.. across the whole run.
     pub index: u64,
@@ -134,16 +143,20 @@ fn record(histogram: &mut Histogram<u64>, latency: Duration) {
 impl Target {
     /// A target at `addr` whose certificate the CA in `files` signed, reached
     /// with the client certificate in `files`: tmpvault's own client TLS
-    /// settings (ring, TLS 1.3), ALPN `http/1.1`, and no session resumption
-    /// so that every new connection is a full mTLS handshake.
+    /// settings (ring, TLS 1.3), ALPN `http/1.1` (or `h2` for
+    /// [`Target::connect_h2`]), and no session resumption so that every new
+    /// connection is a full mTLS handshake.
     pub fn new(addr: SocketAddr, files: &ClientTlsFiles) -> Result<Target, Failure> {
         let mut config = tmpvault::tls::client_config(files)
             .step(|| "building the load generator's TLS client configuration".into())?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         config.resumption = rustls::client::Resumption::disabled();
+        let mut h2_config = config.clone();
+        h2_config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Target {
             addr,
             connector: TlsConnector::from(Arc::new(config)),
+            h2_connector: TlsConnector::from(Arc::new(h2_config)),
         })
     }
 
@@ -160,6 +173,34 @@ impl Target {
             let tcp = TcpStream::connect(self.addr).await.step(step)?;
             tcp.set_nodelay(true).step(step)?;
             self.handshake(tcp).await
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, setup)
+            .await
+            .step(step)?
+    }
+
+    /// Opens one HTTP/2 connection: TCP, TLS handshake with ALPN `h2`, the
+    /// HTTP/2 preface and SETTINGS. The returned sender can be cloned, one
+    /// clone per stream loop; the spawned task drives the connection.
+    pub async fn connect_h2(
+        &self,
+    ) -> Result<(http2::SendRequest<Full<Bytes>>, JoinHandle<()>), Failure> {
+        let step = || format!("TLS and HTTP/2 handshake with {}", self.addr);
+        let setup = async {
+            let tcp = TcpStream::connect(self.addr).await.step(step)?;
+            tcp.set_nodelay(true).step(step)?;
+            let name = ServerName::IpAddress(self.addr.ip().into());
+            let tls = self.h2_connector.connect(name, tcp).await.step(step)?;
+            if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+                return Err(Failure::new(step(), "the server did not choose h2"));
+            }
+            let (sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .step(step)?;
+            let driver = tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            Ok((sender, driver))
         };
         tokio::time::timeout(REQUEST_TIMEOUT, setup)
             .await
@@ -228,6 +269,31 @@ async fn exchange(
         .map_err(|_| format!("no answer within {REQUEST_TIMEOUT:?}"))?
 }
 
+/// [`exchange`] on a stream of an HTTP/2 connection.
+async fn exchange_h2(
+    sender: &mut http2::SendRequest<Full<Bytes>>,
+    request: Request<Full<Bytes>>,
+) -> Result<(StatusCode, Bytes), String> {
+    let answer = async {
+        sender.ready().await.map_err(|error| error.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|error| error.to_string())?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|error| error.to_string())?
+            .to_bytes();
+        Ok((status, body))
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, answer)
+        .await
+        .map_err(|_| format!("no answer within {REQUEST_TIMEOUT:?}"))?
+}
+
 /// Checks an answer; `None` when it counts as a success.
 fn judge(status: StatusCode, body: &Bytes, body_len: Option<usize>) -> Option<String> {
     if !status.is_success() {
@@ -270,6 +336,21 @@ impl Tally {
     fn error(&mut self, message: String) {
         self.errors += 1;
         self.first_error.get_or_insert(message);
+    }
+
+    /// Counts an answer to a request sent at `sent`, received just now.
+    fn answer(&mut self, load: &Load, sent: Instant, status: StatusCode, body: &Bytes) {
+        let answered = Instant::now();
+        match judge(status, body, load.body_len) {
+            None => {
+                self.requests += 1;
+                record(&mut self.latency, answered - sent);
+                if load.record_times {
+                    self.times.push((sent, answered));
+                }
+            }
+            Some(error) => self.error(error),
+        }
     }
 }
 
@@ -419,19 +500,7 @@ pub async fn keep_alive(
                 let request = (load.request)(Slot { connection, index });
                 let sent = Instant::now();
                 match exchange(&mut sender, request).await {
-                    Ok((status, body)) => {
-                        let answered = Instant::now();
-                        match judge(status, &body, load.body_len) {
-                            None => {
-                                tally.requests += 1;
-                                record(&mut tally.latency, answered - sent);
-                                if load.record_times {
-                                    tally.times.push((sent, answered));
-                                }
-                            }
-                            Some(error) => tally.error(error),
-                        }
-                    }
+                    Ok((status, body)) => tally.answer(&load, sent, status, &body),
                     Err(error) => {
                         // The connection is broken: count it and open a new
                         // one, or give up on this connection's share.
@@ -463,6 +532,95 @@ pub async fn keep_alive(
         Stop::Total(total) => Duration::from_secs(60) + Duration::from_millis(total / 2),
     };
     finish(tasks, limit, clock).await
+}
+
+/// Runs `load` over HTTP/2 against `target`: `load.connections`
+/// connections with `streams` stream loops each, every loop sending one
+/// request at a time on its connection, so that `connections × streams`
+/// requests are in flight; the CPU time of `server_pid` is read over the
+/// measured window.
+///
+/// A stream error is counted and the loop goes on; a loop whose connection
+/// has closed counts that once and ends (a server that ends connections
+/// under load is a finding, not something to paper over by reconnecting).
+pub async fn multiplexed(
+    target: &Target,
+    load: &Load,
+    streams: usize,
+    server_pid: Option<u32>,
+) -> Result<Outcome, Failure> {
+    let mut setups = Vec::with_capacity(load.connections);
+    for _ in 0..load.connections {
+        let target = target.clone();
+        setups.push(tokio::spawn(async move { target.connect_h2().await }));
+    }
+    let mut connections = Vec::with_capacity(load.connections);
+    for setup in join_all(setups, REQUEST_TIMEOUT * 2).await? {
+        connections.push(setup?);
+    }
+
+    let next = Arc::new(AtomicU64::new(0));
+    let clock = Clock::start(server_pid)?;
+    let (deadline, total) = match load.stop {
+        Stop::After(duration) => (Some(clock.start + duration), u64::MAX),
+        Stop::Total(total) => (None, total),
+    };
+    let mut tasks = Vec::with_capacity(connections.len() * streams);
+    let mut drivers = Vec::with_capacity(connections.len());
+    for (connection, (sender, driver)) in connections.into_iter().enumerate() {
+        drivers.push(driver);
+        for stream in 0..streams {
+            let mut sender = sender.clone();
+            let load = load.clone();
+            let next = Arc::clone(&next);
+            let slot_connection = connection * streams + stream;
+            tasks.push(tokio::spawn(async move {
+                let mut tally = Tally::new();
+                loop {
+                    if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                        break;
+                    }
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    if index >= total {
+                        break;
+                    }
+                    let request = (load.request)(Slot {
+                        connection: slot_connection,
+                        index,
+                    });
+                    let sent = Instant::now();
+                    match exchange_h2(&mut sender, request).await {
+                        Ok((status, body)) => tally.answer(&load, sent, status, &body),
+                        Err(error) => {
+                            tally.error(error);
+                            if sender.is_closed() {
+                                tally.error(format!("HTTP/2 connection {connection} closed"));
+                                break;
+                            }
+                        }
+                    }
+                }
+                tally.last_end = Some(Instant::now());
+                tally
+            }));
+        }
+    }
+    let limit = match load.stop {
+        Stop::After(duration) => duration + REQUEST_TIMEOUT * 2,
+        Stop::Total(total) => Duration::from_secs(60) + Duration::from_millis(total / 2),
+    };
+    let outcome = finish(tasks, limit, clock).await;
+    // Every sender clone is gone with its loop, which lets each connection
+    // close; the teardown is not part of the measurement.
+    for mut driver in drivers {
+        if tokio::time::timeout(Duration::from_secs(2), &mut driver)
+            .await
+            .is_err()
+        {
+            driver.abort();
+        }
+    }
+    outcome
 }
 
 /// `concurrency` loops, each opening a new connection per GET of `path`,
@@ -610,4 +768,79 @@ pub async fn plain_get(addr: SocketAddr, path: &str) -> Result<String, Failure> 
         return Err(Failure::new(step(), format!("answered {status}")));
     }
     String::from_utf8(body.to_vec()).step(step)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::baseline::{self, BaselineArgs};
+    use crate::workdir::Workdir;
+
+    /// The baseline, in-process on a free port, and a target for it.
+    async fn baseline(workdir: &Workdir) -> Target {
+        let addr = process::free_address().expect("a free port");
+        let files = workdir.server_files();
+        let args = BaselineArgs {
+            listen: addr,
+            tls_cert: files.cert,
+            tls_key: files.key,
+            client_ca: files.client_ca,
+        };
+        tokio::spawn(async move { baseline::serve(&args).await });
+        let target = Target::new(addr, &workdir.client_files()).expect("a target");
+        for _ in 0..200 {
+            if target.connect_h2().await.is_ok() {
+                return target;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the baseline did not answer over HTTP/2 at {addr}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn multiplexed_sends_every_request_from_every_stream_loop() {
+        let workdir = Workdir::create().expect("a work directory");
+        let target = baseline(&workdir).await;
+        let loops = Arc::new(Mutex::new(BTreeSet::new()));
+        let seen = Arc::clone(&loops);
+        let load = Load {
+            connections: 2,
+            stop: Stop::Total(400),
+            request: Arc::new(move |slot: Slot| {
+                seen.lock().unwrap().insert(slot.connection);
+                request(Method::PUT, "/put", Bytes::from_static(b"value"))
+            }),
+            body_len: None,
+            record_times: true,
+        };
+        let outcome = multiplexed(&target, &load, 8, None).await.expect("a run");
+        assert_eq!(outcome.errors, 0, "{:?}", outcome.first_error);
+        assert_eq!(outcome.requests, 400);
+        assert_eq!(outcome.latency.len(), 400);
+        assert_eq!(outcome.times.len(), 400);
+        // Every stream loop of both connections sent some of them.
+        let loops = loops.lock().unwrap().clone();
+        assert_eq!(loops, (0..16).collect::<BTreeSet<_>>());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn multiplexed_checks_the_body_length() {
+        let workdir = Workdir::create().expect("a work directory");
+        let target = baseline(&workdir).await;
+        let load = Load {
+            connections: 1,
+            stop: Stop::Total(10),
+            request: Arc::new(|_| request(Method::GET, "/", Bytes::new())),
+            body_len: Some(7),
+            record_times: false,
+        };
+        let outcome = multiplexed(&target, &load, 4, None).await.expect("a run");
+        assert_eq!(outcome.requests, 0);
+        assert_eq!(outcome.errors, 10);
+        let error = outcome.first_error.expect("an error");
+        assert!(error.contains("1024 byte body, expected 7"), "{error}");
+    }
 }

@@ -53,10 +53,11 @@ impl Column {
     }
 }
 
-/// One load scenario (GET, PUT, new connections) for every system.
+/// One load scenario (GET, PUT, new connections, GET and PUT over HTTP/2)
+/// for every system.
 #[derive(Clone, Debug)]
 pub struct Scenario {
-    /// Row label, e.g. `GET 1 KiB`.
+    /// Row label, e.g. `GET 1 KiB` (HTTP/1.1) or `HTTP/2 GET 1 KiB`.
     pub name: &'static str,
     /// What the rate counts: `req/s` or `conn/s`.
     pub unit: &'static str,
@@ -205,6 +206,10 @@ pub struct Figures {
     pub put: Scenario,
     /// One new connection per GET.
     pub connect: Scenario,
+    /// GET over HTTP/2, a few connections with many streams each.
+    pub h2_get: Scenario,
+    /// PUT over HTTP/2, likewise.
+    pub h2_put: Scenario,
     /// Start and memory.
     pub memory: Memory,
     /// Expiry.
@@ -318,8 +323,14 @@ const ROWS: [Row; 4] = [
 ];
 
 impl Figures {
-    fn scenarios(&self) -> [&Scenario; 3] {
-        [&self.get, &self.put, &self.connect]
+    fn scenarios(&self) -> [&Scenario; 5] {
+        [
+            &self.get,
+            &self.put,
+            &self.connect,
+            &self.h2_get,
+            &self.h2_put,
+        ]
     }
 
     /// The table, as printed to stdout and copied into docs/BENCHMARKS.md.
@@ -350,7 +361,7 @@ impl Figures {
             for (index, row) in ROWS.iter().enumerate() {
                 let name = if index == 0 { scenario.name } else { "" };
                 let label = if index == 0 { scenario.unit } else { row.label };
-                let mut line = pad(&format!("{name:<14} {label}"), LABEL);
+                let mut line = pad(&format!("{name:<16} {label}"), LABEL);
                 for (_, column) in scenario.columns() {
                     let text = match column {
                         Column::Skipped(_) if index == 0 => "skipped".to_owned(),
@@ -368,7 +379,7 @@ impl Figures {
                 .map(|(name, column)| format!("{name} {}", column.errors()))
                 .collect();
             if !errors.is_empty() {
-                let _ = writeln!(out, "{:<14} errors: {}", "", errors.join(", "));
+                let _ = writeln!(out, "{:<16} errors: {}", "", errors.join(", "));
             }
         }
         let skipped: Vec<String> = self
@@ -554,6 +565,18 @@ impl Figures {
             &|v| v >= 0.85,
         );
         row(
+            "HTTP/2 GET ≥ 0.90× baseline",
+            Scenario::ratio(&self.h2_get.tmpvault, &self.h2_get.baseline),
+            &times,
+            &|v| v >= 0.90,
+        );
+        row(
+            "HTTP/2 PUT ≥ 0.85× baseline",
+            Scenario::ratio(&self.h2_put.tmpvault, &self.h2_put.baseline),
+            &times,
+            &|v| v >= 0.85,
+        );
+        row(
             "new-connection rate ≥ 0.90× baseline",
             Scenario::ratio(&self.connect.tmpvault, &self.connect.baseline),
             &times,
@@ -620,6 +643,14 @@ impl Figures {
             Scenario::ratio(&self.put.policy, &self.put.tmpvault),
         );
         info(
+            "HTTP/2 GET, tmpvault / tmpvault warn (audit)",
+            Scenario::ratio(&self.h2_get.tmpvault, &self.h2_get.quiet),
+        );
+        info(
+            "HTTP/2 PUT, tmpvault / tmpvault warn (audit)",
+            Scenario::ratio(&self.h2_put.tmpvault, &self.h2_put.quiet),
+        );
+        info(
             "GET, tmpvault warn / Redis-TLS",
             Scenario::ratio(&self.get.quiet, &self.get.redis),
         );
@@ -649,6 +680,14 @@ impl Figures {
         info(
             "server CPU per PUT, tmpvault warn / baseline",
             Scenario::ratio_of(&self.put.quiet, &self.put.baseline, cpu),
+        );
+        info(
+            "HTTP/2 CPU per GET, tmpvault / baseline",
+            Scenario::ratio_of(&self.h2_get.tmpvault, &self.h2_get.baseline, cpu),
+        );
+        info(
+            "HTTP/2 CPU per PUT, tmpvault / baseline",
+            Scenario::ratio_of(&self.h2_put.tmpvault, &self.h2_put.baseline, cpu),
         );
         let _ = writeln!(out);
     }

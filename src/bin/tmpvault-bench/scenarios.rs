@@ -6,6 +6,8 @@
 //! 2. keep-alive GET, keep-alive PUT and new-connection GET, each for
 //!    `rounds` rounds in which every system runs once, back to back (A B A
 //!    B ...), so that a ratio pairs two runs made under the same load;
+//!    then GET and PUT over HTTP/2 (a few connections, many streams each)
+//!    the same way, for the baseline, tmpvault and tmpvault `warn`;
 //! 3. start-to-first-200 of fresh `tmpvault serve` processes;
 //! 4. RSS idle and with N secrets, and Redis's `used_memory` for the same;
 //! 5. expiry precision with N secrets written with `ttl=2s`;
@@ -58,6 +60,10 @@ pub struct Settings {
     pub duration: Duration,
     /// Concurrent connections (and new-connection loops).
     pub connections: usize,
+    /// HTTP/2 connections of the HTTP/2 runs.
+    pub h2_connections: usize,
+    /// Concurrent streams on each of them.
+    pub h2_streams: usize,
     /// Rounds of each load scenario.
     pub rounds: usize,
     /// Secrets in the memory and expiry tests.
@@ -288,29 +294,40 @@ impl Bench<'_> {
                 first_error: None,
             });
         }
-        let body = value(VALUE_LEN);
-        let request: load::MakeRequest = if *method == Method::PUT {
-            // One key per connection: a steady overwrite, as a client that
-            // refreshes its secret does.
-            let uris: Vec<Uri> = (0..settings.connections)
-                .map(|connection| parse_uri(&format!("/v1/secrets/bench/put/{connection}")))
-                .collect::<Result<_, _>>()?;
-            Arc::new(move |slot: Slot| {
-                load::request_to(Method::PUT, uris[slot.connection].clone(), body.clone())
-            })
-        } else {
-            let uri = parse_uri(GET_PATH)?;
-            Arc::new(move |_| load::request_to(Method::GET, uri.clone(), Bytes::new()))
-        };
         let outcome = load::keep_alive(
             &server.target,
             &Load {
                 connections: settings.connections,
                 stop: Stop::After(duration),
-                request,
+                request: get_or_put(method, settings.connections)?,
                 body_len: (*method == Method::GET).then_some(VALUE_LEN),
                 record_times: false,
             },
+            Some(server.child.pid()),
+        )
+        .await?;
+        Ok(throughput(&outcome))
+    }
+
+    /// One HTTP/2 run of GETs or PUTs against `server`:
+    /// `h2_connections` connections × `h2_streams` streams.
+    async fn multiplexed(
+        &self,
+        server: &Server,
+        method: &Method,
+        duration: Duration,
+    ) -> Result<Throughput, Failure> {
+        let settings = self.settings;
+        let outcome = load::multiplexed(
+            &server.target,
+            &Load {
+                connections: settings.h2_connections,
+                stop: Stop::After(duration),
+                request: get_or_put(method, settings.h2_connections * settings.h2_streams)?,
+                body_len: (*method == Method::GET).then_some(VALUE_LEN),
+                record_times: false,
+            },
+            settings.h2_streams,
             Some(server.child.pid()),
         )
         .await?;
@@ -328,6 +345,26 @@ impl Bench<'_> {
         )
         .await?;
         Ok(throughput(&outcome))
+    }
+}
+
+/// The requests of a GET or PUT run with `loops` request loops: every GET
+/// reads [`GET_PATH`]; every loop PUTs 1 KiB to a key of its own, a steady
+/// overwrite, as a client that refreshes its secret does.
+fn get_or_put(method: &Method, loops: usize) -> Result<load::MakeRequest, Failure> {
+    if *method == Method::PUT {
+        let body = value(VALUE_LEN);
+        let uris: Vec<Uri> = (0..loops)
+            .map(|connection| parse_uri(&format!("/v1/secrets/bench/put/{connection}")))
+            .collect::<Result<_, _>>()?;
+        Ok(Arc::new(move |slot: Slot| {
+            load::request_to(Method::PUT, uris[slot.connection].clone(), body.clone())
+        }))
+    } else {
+        let uri = parse_uri(GET_PATH)?;
+        Ok(Arc::new(move |_| {
+            load::request_to(Method::GET, uri.clone(), Bytes::new())
+        }))
     }
 }
 
@@ -405,6 +442,9 @@ pub async fn run(settings: &Settings, workdir: &Workdir) -> Result<Figures, Fail
     let get = load_scenario(&bench, &servers, "GET 1 KiB", &Method::GET, &mut redis_rate).await?;
     let put = load_scenario(&bench, &servers, "PUT 1 KiB", &Method::PUT, &mut redis_rate).await?;
     let connect = connect_scenario(&bench, &servers).await?;
+    warm_up_h2(&bench, &servers).await?;
+    let h2_get = h2_scenario(&bench, &servers, "HTTP/2 GET 1 KiB", &Method::GET).await?;
+    let h2_put = h2_scenario(&bench, &servers, "HTTP/2 PUT 1 KiB", &Method::PUT).await?;
     // Stop the HTTP servers now; Redis stays for the memory figure.
     let Servers {
         baseline,
@@ -450,6 +490,8 @@ pub async fn run(settings: &Settings, workdir: &Workdir) -> Result<Figures, Fail
         get,
         put,
         connect,
+        h2_get,
+        h2_put,
         memory,
         expiry,
         waiters,
@@ -556,6 +598,52 @@ async fn load_scenario(
             (Ok(_), Some(error)) => Column::Skipped(error),
             (Ok(_), None) => Column::Rounds(redis_rounds),
         },
+    })
+}
+
+/// A short unmeasured HTTP/2 load on each server that the HTTP/2
+/// scenarios measure: its first HTTP/2 connections and streams.
+async fn warm_up_h2(bench: &Bench<'_>, servers: &Servers) -> Result<(), Failure> {
+    for server in [&servers.baseline, &servers.default, &servers.quiet] {
+        bench
+            .multiplexed(server, &Method::GET, bench.settings.warmup)
+            .await?;
+    }
+    Ok(())
+}
+
+/// GET or PUT over HTTP/2: every round runs the baseline, tmpvault and
+/// tmpvault `warn`, back to back, with the same connections × streams.
+async fn h2_scenario(
+    bench: &Bench<'_>,
+    servers: &Servers,
+    name: &'static str,
+    method: &Method,
+) -> Result<Scenario, Failure> {
+    let settings = bench.settings;
+    let mut columns: [Vec<Throughput>; 3] = Default::default();
+    for round in 0..settings.rounds {
+        let systems = [&servers.baseline, &servers.default, &servers.quiet];
+        for (column, server) in columns.iter_mut().zip(systems) {
+            column.push(bench.multiplexed(server, method, settings.duration).await?);
+        }
+        eprintln!(
+            "tmpvault-bench: {name} round {} of {} done",
+            round + 1,
+            settings.rounds
+        );
+    }
+    let [baseline, tmpvault, quiet] = columns;
+    Ok(Scenario {
+        name,
+        unit: "req/s",
+        baseline: Column::Rounds(baseline),
+        tmpvault: Column::Rounds(tmpvault),
+        quiet: Column::Rounds(quiet),
+        policy: Column::Skipped(
+            "not measured over HTTP/2: the policy check does not depend on the protocol".into(),
+        ),
+        redis: Column::Skipped("Redis does not speak HTTP/2".into()),
     })
 }
 
@@ -861,10 +949,17 @@ fn preamble(settings: &Settings, bench: &Bench<'_>) -> Vec<String> {
             settings.duration.as_millis()
         ),
         format!("connections: {}", settings.connections),
+        format!(
+            "HTTP/2: {} connections × {} concurrent streams ({} requests in flight; the server allows {} streams per connection), ALPN h2, the in-repo generator (hyper 1 HTTP/2 client) for every system",
+            settings.h2_connections,
+            settings.h2_streams,
+            settings.h2_connections * settings.h2_streams,
+            tmpvault::server::HTTP2_MAX_CONCURRENT_STREAMS
+        ),
         format!("machine: {cpus} CPUs, {cpu}, Linux {kernel}, load average at start {load}"),
         format!("load generator: {generator}"),
         format!("tmpvault: {} serve, stderr to /dev/null; 'tmpvault' = default logging (one JSON audit line per request), 'tmpvault warn' = RUST_LOG=warn (no audit line), 'tmpvault+policy' = default logging and --policy with {POLICY_RULES} rules, the client's rule last", bench.tmpvault.display()),
-        "baseline: hyper-util auto builder + tokio-rustls with tmpvault::tls::server_config (ring, TLS 1.3, client certificates required); GET -> fixed 1 KiB, PUT -> read body, 204".into(),
+        "baseline: hyper-util auto builder + tokio-rustls with tmpvault::tls::server_config (ring, TLS 1.3, client certificates required) and tmpvault's HTTP/2 settings (tmpvault::server::HTTP2_*); GET -> fixed 1 KiB, PUT -> read body, 204".into(),
     ]
 }
 
