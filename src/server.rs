@@ -74,6 +74,32 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// bounds what one stream's headers can cost.
 const H2_HEADER_DECODE_LIMIT: u32 = 128 * 1024;
 
+/// Gives `builder` tmpvault's HTTP/2 settings. Each limit is set rather
+/// than left to hyper's and h2's defaults; the values and the reasons are
+/// at their constants (and in the README, "HTTP/2 limits"). The
+/// control-frame flood guard is below hyper, in `Connection::serve`.
+/// Public so that the benchmark's baseline serves HTTP/2 exactly so.
+pub fn configure_http2(builder: &mut auto::Builder<TokioExecutor>, max_header_bytes: usize) {
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(HTTP2_MAX_CONCURRENT_STREAMS)
+        .max_pending_accept_reset_streams(HTTP2_MAX_PENDING_ACCEPT_RESET_STREAMS)
+        .max_local_error_reset_streams(HTTP2_MAX_LOCAL_ERROR_RESET_STREAMS)
+        // Decoded past `--max-header-bytes` so that the stream, not the
+        // connection, is refused (431 in the service).
+        .max_header_list_size(
+            H2_HEADER_DECODE_LIMIT.max(u32::try_from(max_header_bytes).unwrap_or(u32::MAX)),
+        )
+        .max_frame_size(HTTP2_MAX_FRAME_SIZE)
+        .initial_stream_window_size(HTTP2_STREAM_WINDOW)
+        .initial_connection_window_size(HTTP2_CONNECTION_WINDOW)
+        .adaptive_window(false)
+        .max_send_buf_size(HTTP2_MAX_SEND_BUF_SIZE)
+        .keep_alive_interval(HTTP2_KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(HTTP2_KEEP_ALIVE_TIMEOUT);
+}
+
 /// Deadlines and caps on every phase of a connection.
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -362,29 +388,7 @@ impl Server {
             // of a PUT). With it, the buffer is reused, and a client that
             // shuts down its sending side after a request gets its answer.
             .half_close(true);
-        // Each HTTP/2 limit is set here rather than left to hyper's and h2's
-        // defaults; the values and the reasons are at their constants (and
-        // in the README, "HTTP/2 limits"). The control-frame flood guard is
-        // below hyper, in `Connection::serve`.
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(HTTP2_MAX_CONCURRENT_STREAMS)
-            .max_pending_accept_reset_streams(HTTP2_MAX_PENDING_ACCEPT_RESET_STREAMS)
-            .max_local_error_reset_streams(HTTP2_MAX_LOCAL_ERROR_RESET_STREAMS)
-            // Decoded past `--max-header-bytes` so that the stream, not the
-            // connection, is refused (431 in the service below).
-            .max_header_list_size(
-                H2_HEADER_DECODE_LIMIT
-                    .max(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX)),
-            )
-            .max_frame_size(HTTP2_MAX_FRAME_SIZE)
-            .initial_stream_window_size(HTTP2_STREAM_WINDOW)
-            .initial_connection_window_size(HTTP2_CONNECTION_WINDOW)
-            .adaptive_window(false)
-            .max_send_buf_size(HTTP2_MAX_SEND_BUF_SIZE)
-            .keep_alive_interval(HTTP2_KEEP_ALIVE_INTERVAL)
-            .keep_alive_timeout(HTTP2_KEEP_ALIVE_TIMEOUT);
+        configure_http2(&mut builder, limits.max_header_bytes);
         let builder = Arc::new(builder);
 
         tokio::pin!(shutdown);

@@ -27,13 +27,9 @@ use hyper::body::Incoming;
 use hyper::header::CONTENT_TYPE;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use tmpvault::server::{
-    HTTP2_CONNECTION_WINDOW, HTTP2_KEEP_ALIVE_INTERVAL, HTTP2_KEEP_ALIVE_TIMEOUT,
-    HTTP2_MAX_CONCURRENT_STREAMS, HTTP2_MAX_FRAME_SIZE, HTTP2_MAX_LOCAL_ERROR_RESET_STREAMS,
-    HTTP2_MAX_PENDING_ACCEPT_RESET_STREAMS, HTTP2_MAX_SEND_BUF_SIZE, HTTP2_STREAM_WINDOW,
-};
+use tmpvault::server::{configure_http2, Limits};
 use tmpvault::tls::ServerTlsFiles;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -46,11 +42,6 @@ static BODY: [u8; 1024] = [b'x'; 1024];
 const MAX_BODY: usize = 64 * 1024;
 /// A client that connects and never finishes its handshake is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// The HTTP/2 header list size tmpvault decodes with its default
-/// `--max-header-bytes`: a mirror of the private `H2_HEADER_DECODE_LIMIT`
-/// in `src/server.rs` (128 KiB, the larger of the two there), kept here
-/// rather than made public so that the server's module stays as it is.
-const HTTP2_MAX_HEADER_LIST_SIZE: u32 = 128 * 1024;
 
 /// Flags of the hidden `baseline` subcommand.
 #[derive(Debug, clap::Args)]
@@ -122,26 +113,14 @@ pub async fn serve(args: &BaselineArgs) -> Result<(), Failure> {
     }
 }
 
-/// hyper-util's auto builder with tmpvault's HTTP/2 settings, each from
-/// the constant `tmpvault::server` uses, so that an HTTP/2 ratio compares
-/// the same windows, frame sizes and stream limits. HTTP/1.1 keeps
-/// hyper's defaults, as it always has here.
+/// hyper-util's auto builder with tmpvault's HTTP/2 settings, applied by
+/// the server's own `configure_http2` (with the default
+/// `--max-header-bytes`), so that an HTTP/2 ratio compares the same
+/// windows, frame sizes and stream limits. HTTP/1.1 keeps hyper's
+/// defaults, as it always has here.
 fn builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(HTTP2_MAX_CONCURRENT_STREAMS)
-        .max_pending_accept_reset_streams(HTTP2_MAX_PENDING_ACCEPT_RESET_STREAMS)
-        .max_local_error_reset_streams(HTTP2_MAX_LOCAL_ERROR_RESET_STREAMS)
-        .max_header_list_size(HTTP2_MAX_HEADER_LIST_SIZE)
-        .max_frame_size(HTTP2_MAX_FRAME_SIZE)
-        .initial_stream_window_size(HTTP2_STREAM_WINDOW)
-        .initial_connection_window_size(HTTP2_CONNECTION_WINDOW)
-        .adaptive_window(false)
-        .max_send_buf_size(HTTP2_MAX_SEND_BUF_SIZE)
-        .keep_alive_interval(HTTP2_KEEP_ALIVE_INTERVAL)
-        .keep_alive_timeout(HTTP2_KEEP_ALIVE_TIMEOUT);
+    configure_http2(&mut builder, Limits::default().max_header_bytes);
     builder
 }
 
