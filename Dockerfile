@@ -77,6 +77,9 @@ FROM rust:${RUST_VERSION}-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# The workspace's other member (the benchmark): cargo reads its manifest;
+# only `tmpvault` is built.
+COPY bench ./bench
 RUN RUSTFLAGS='-C target-feature=+crt-static' CARGO_PROFILE_RELEASE_STRIP=symbols \
       cargo build --locked --release --target x86_64-unknown-linux-gnu --bin tmpvault \
  && cp target/x86_64-unknown-linux-gnu/release/tmpvault /tmpvault

@@ -11,8 +11,8 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
-use tmpvault::key::Key;
-use tmpvault::secret::SecretBytes;
+use tmpvault::store::key::Key;
+use tmpvault::store::secret::SecretBytes;
 use tmpvault::store::{Precondition, PutOptions, Store};
 
 /// Budget large enough that no benchmark ever hits it.

@@ -7,15 +7,16 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::api::{Access, Api};
+use crate::access::policy::{Policy, PolicyError};
+use crate::access::ratelimit::RateLimiter;
+use crate::access::reload::{ReloadStatus, Reloader, Watched};
+use crate::access::Access;
 use crate::config::{ConfigError, ServeConfig};
-use crate::harden::HardeningReport;
+use crate::http::api::Api;
+use crate::http::server::{Health, Server, ServerError};
 use crate::ops::Ops;
-use crate::policy::{Policy, PolicyError};
-use crate::ratelimit::RateLimiter;
-use crate::reload::{ReloadStatus, Reloader, Watched};
-use crate::selfcheck::{self, Context, Report};
-use crate::server::{Health, Server, ServerError};
+use crate::posture::harden::HardeningReport;
+use crate::posture::selfcheck::{self, Context, SelfcheckInputs};
 use crate::store::Store;
 use crate::tls::{self, TlsError};
 use arc_swap::ArcSwapOption;
@@ -28,6 +29,16 @@ pub enum Mode {
     Serve,
     /// `tmpvault dev`: a local playground.
     Dev,
+}
+
+impl Mode {
+    /// The self-check's judgement for this mode.
+    fn context(self) -> Context {
+        match self {
+            Mode::Serve => Context::Serve,
+            Mode::Dev => Context::Dev,
+        }
+    }
 }
 
 /// Why the service could not start.
@@ -63,62 +74,7 @@ pub enum AppError {
     },
     /// The snapshot could not be restored, or the scratch dir not written.
     #[error("snapshots: {0}")]
-    Persistence(#[from] crate::persistence::PersistenceError),
-}
-
-/// Everything the self-check needs, owned, so `/v1/selfcheck` can re-run it.
-#[derive(Clone, Debug)]
-pub struct SelfcheckInputs {
-    context: Context,
-    config: ServeConfig,
-    hardening: HardeningReport,
-    reload: Arc<ReloadStatus>,
-}
-
-impl SelfcheckInputs {
-    /// The inputs of a check of `config` in `mode`.
-    pub fn new(
-        config: &ServeConfig,
-        mode: Mode,
-        hardening: HardeningReport,
-        reload: Arc<ReloadStatus>,
-    ) -> SelfcheckInputs {
-        SelfcheckInputs {
-            context: match mode {
-                Mode::Serve => Context::Serve,
-                Mode::Dev => Context::Dev,
-            },
-            config: config.clone(),
-            hardening,
-            reload,
-        }
-    }
-
-    /// Why the last reload failed, if it did.
-    pub fn reload_status(&self) -> &ReloadStatus {
-        &self.reload
-    }
-
-    /// Runs every check now.
-    pub fn run(&self) -> Report {
-        let config = &self.config;
-        let reload_error = self.reload.last_error();
-        let trusted_files = crate::trusted::files(&config.tls, config.policy.as_deref());
-        selfcheck::run(&selfcheck::Input {
-            reload_error: reload_error.as_deref(),
-            context: self.context,
-            environment: selfcheck::Environment::detect(),
-            scratch_dir: &config.scratch_dir,
-            allow_root: config.allow_root,
-            tls_key_file: Some(&config.tls.key),
-            trusted_files: &trusted_files,
-            snapshot: config.snapshot,
-            snapshot_key_file: config.snapshot_key_file.as_deref(),
-            max_memory: config.max_memory,
-            policy_present: config.policy.is_some(),
-            hardening: &self.hardening,
-        })
-    }
+    Persistence(#[from] crate::persist::PersistenceError),
 }
 
 /// A started service: the listeners are bound, nothing is served yet.
@@ -146,7 +102,12 @@ pub async fn start(
     let tls = tls::server_tls(&config.tls, config.client_eku_required)?;
     let policy = config.policy.as_deref().map(Policy::load).transpose()?;
     let reload_status = Arc::new(ReloadStatus::default());
-    let checks = SelfcheckInputs::new(config, mode, hardening, Arc::clone(&reload_status));
+    let checks = SelfcheckInputs::new(
+        config,
+        mode.context(),
+        hardening,
+        Arc::clone(&reload_status),
+    );
     let report = checks.run();
     eprint!("{}", report.render_table());
     if mode == Mode::Serve && !report.passes(config.strict) {
@@ -179,8 +140,8 @@ pub async fn start(
     // Restored before any listener is bound, so nothing is served (and
     // /readyz cannot answer) until the store is whole: `snapshot_loaded`
     // never needs to be false.
-    let persistence = match crate::persistence::Settings::from_config(config) {
-        Some(settings) => Some(crate::persistence::start(settings, &store).await?),
+    let persistence = match crate::persist::Settings::from_config(config) {
+        Some(settings) => Some(crate::persist::start(settings, &store).await?),
         None => None,
     };
     let ops = match config.ops_listen {
@@ -262,7 +223,20 @@ impl Running {
             .reloader
             .map(|(reloader, interval)| tokio::spawn(reloader.run(interval)));
         tracing::info!(listen = %self.addr, "tmpvault is serving");
+        let store = self.server.store();
         self.server.run(shutdown).await;
+        // The drain is over: with snapshots on, the final one, then the wipe.
+        // It is blocking file I/O (and may wait for a periodic snapshot), so
+        // it runs off the async workers that late connections still use.
+        let snapshotting = store.clone();
+        if tokio::task::spawn_blocking(move || snapshotting.before_wipe())
+            .await
+            .is_err()
+        {
+            tracing::error!("the final snapshot task panicked");
+        }
+        store.wipe_all();
+        tracing::info!("store wiped");
         for task in ops_task.into_iter().chain(reload_task) {
             task.abort();
         }

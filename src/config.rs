@@ -8,15 +8,101 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::api::ApiSettings;
-use crate::server::Limits;
+use crate::text::units::{format_duration, ByteSize};
 use crate::tls::ServerTlsFiles;
-use crate::units::{format_duration, ByteSize};
 
 /// Default budget when no cgroup memory limit is found.
 pub const DEFAULT_MAX_MEMORY: u64 = 256 << 20;
+/// Half the cgroup memory limit if there is one, else 256 MiB.
+pub fn default_max_memory() -> u64 {
+    crate::sys::cgroup_memory_limit().map_or(DEFAULT_MAX_MEMORY, |limit| limit / 2)
+}
+
 /// Largest `--max-value-bytes` accepted.
 pub const MAX_VALUE_BYTES_CEILING: u64 = 16 << 20;
+
+/// The default `--default-ttl`.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
+/// The default `--max-ttl`.
+pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(86_400);
+/// The default `--max-value-bytes`.
+pub const DEFAULT_MAX_VALUE_BYTES: u64 = 64 << 10;
+/// The default `--max-wait`: Consul's default blocking-query wait.
+pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(300);
+
+/// The default `--snapshot-interval`.
+pub const DEFAULT_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(30);
+/// The default `--reload-interval`.
+pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Limits and defaults the handlers apply.
+#[derive(Clone, Debug)]
+pub struct ApiSettings {
+    /// TTL when a write gives none.
+    pub default_ttl: Duration,
+    /// Longest TTL a write may ask for.
+    pub max_ttl: Duration,
+    /// Largest secret or list item, in bytes.
+    pub max_value_bytes: u64,
+    /// Deadline for receiving a whole request body.
+    pub body_read_timeout: Duration,
+    /// Longest `?wait=` a GET may hold (longer asks are shortened to it).
+    pub max_wait: Duration,
+}
+
+impl Default for ApiSettings {
+    fn default() -> ApiSettings {
+        ApiSettings {
+            default_ttl: DEFAULT_TTL,
+            max_ttl: DEFAULT_MAX_TTL,
+            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+            body_read_timeout: Limits::default().body_read_timeout,
+            max_wait: DEFAULT_MAX_WAIT,
+        }
+    }
+}
+
+/// Deadlines and caps on every phase of a connection.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// From TCP accept to a finished TLS handshake.
+    pub handshake_timeout: Duration,
+    /// For a request's headers to arrive (HTTP/1.1).
+    pub header_read_timeout: Duration,
+    /// With no bytes in either direction, the connection is closed.
+    pub idle_timeout: Duration,
+    /// For a whole request body to arrive.
+    pub body_read_timeout: Duration,
+    /// For in-flight requests to finish after a shutdown signal.
+    pub drain_timeout: Duration,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Largest request head (HTTP/1.1 buffer, HTTP/2 header list).
+    pub max_header_bytes: usize,
+    /// How long one connection (and so one handshake's identity) may be
+    /// used; then it is closed gracefully and the client reconnects.
+    pub max_connection_age: Duration,
+    /// A connection with a response in flight that writes nothing for this
+    /// long is ended, its streams reset: a client that stops reading (a
+    /// zero HTTP/2 window) cannot hold responses, and the values in them.
+    pub response_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_read_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+            max_header_bytes: 16 * 1024,
+            max_connection_age: Duration::from_secs(600),
+            response_timeout: Duration::from_secs(30),
+        }
+    }
+}
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -88,6 +174,35 @@ pub struct ServeConfig {
     pub allow_root: bool,
     /// Connection deadlines and caps.
     pub limits: Limits,
+}
+
+impl ServeConfig {
+    /// A configuration with every setting at its default (the flags'
+    /// defaults, named above) but the three that have none. `max_memory`
+    /// follows the cgroup limit as `--max-memory` does. `dev` and the tests
+    /// start from here and change what they need.
+    pub fn new(listen: SocketAddr, scratch_dir: PathBuf, tls: ServerTlsFiles) -> ServeConfig {
+        ServeConfig {
+            listen,
+            scratch_dir,
+            tls,
+            client_eku_required: true,
+            ops_listen: None,
+            policy: None,
+            api: ApiSettings::default(),
+            max_memory: default_max_memory(),
+            snapshot: SnapshotSetting::Off,
+            snapshot_key_file: None,
+            snapshot_interval: DEFAULT_SNAPSHOT_INTERVAL,
+            snapshot_on_error: SnapshotOnError::Refuse,
+            strict: false,
+            rate_limit: None,
+            audit_log: None,
+            reload_interval: DEFAULT_RELOAD_INTERVAL,
+            allow_root: false,
+            limits: Limits::default(),
+        }
+    }
 }
 
 /// A combination of flags that does not work.

@@ -270,7 +270,7 @@ async fn stalled_handshakes_and_every_place_idle_still_serve_a_new_client_within
     }
     let newcomer = server.client_named(
         "newcomer",
-        tmpvault::pki::ClientName::CommonName("newcomer".into()),
+        tmpvault::tls::pki::ClientName::CommonName("newcomer".into()),
     );
     let mut slowest = Duration::ZERO;
     for _ in 0..5 {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{problem_code, TestServer};
 use hyper::{Method, StatusCode};
-use tmpvault::client::RawResponse;
+use tmpvault::cmd::client::RawResponse;
 
 async fn call(
     server: &TestServer,
@@ -909,7 +909,7 @@ async fn selfcheck_and_openapi_are_served() {
         .iter()
         .map(|c| c["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, tmpvault::selfcheck::CHECK_IDS);
+    assert_eq!(ids, tmpvault::posture::selfcheck::CHECK_IDS);
     assert_eq!(
         report["checks"][0]["status"], "pass",
         "the test scratch dir is on tmpfs"

@@ -17,8 +17,8 @@ use bytes::Bytes;
 use common::process::BIN;
 use common::{Pki, TestServer};
 use hyper::Method;
-use tmpvault::client::PutOptions;
-use tmpvault::pki::ClientName;
+use tmpvault::cmd::client::PutOptions;
+use tmpvault::tls::pki::ClientName;
 use tmpvault::tls::ClientTlsFiles;
 
 /// Longest any one CLI invocation may take before the test fails.
@@ -740,7 +740,7 @@ async fn a_server_the_cacert_does_not_vouch_for_is_refused() {
 // ---------------------------------------------------------------------------
 // Help
 
-/// Every `serve` flag PRODUCT.md names (all of them exist in src/cli.rs).
+/// Every `serve` flag PRODUCT.md names (all of them exist in src/cmd/cli.rs).
 const SERVE_FLAGS: &[&str] = &[
     "--listen",
     "--scratch-dir",

@@ -806,7 +806,7 @@ async fn stalled_responses_pin_no_more_than_the_memory_budget() {
     let (addr, files, base) = (setup.addr(), setup.files(), setup.server.base.clone());
     let store = setup.server.store.clone();
     let attack = async move {
-        let client = tmpvault::client::Client::new(&base, &files).unwrap();
+        let client = tmpvault::cmd::client::Client::new(&base, &files).unwrap();
         let value = Bytes::from(vec![b'p'; VALUE]);
         let (mut stored, mut refused, mut peak_charged) = (0u32, 0u32, 0u64);
         let mut connections = Vec::new();

@@ -17,8 +17,8 @@ use bytes::Bytes;
 use common::{problem_code, raw_tls, read_response, Pki, TestServer};
 use hyper::{Method, StatusCode};
 use rcgen::{CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, SanType};
-use tmpvault::client::{Client, RawResponse};
-use tmpvault::pki::{write_private, Authority, ClientName, Issued};
+use tmpvault::cmd::client::{Client, RawResponse};
+use tmpvault::tls::pki::{write_private, Authority, ClientName, Issued};
 use tmpvault::tls::ClientTlsFiles;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -123,7 +123,7 @@ async fn a_valid_dns_san_is_dns_colon_name_and_never_a_cn_or_spiffe_identity() {
         .tempdir_in("/dev/shm")
         .unwrap();
     let audit_path = dir.path().join("audit.log");
-    tmpvault::logging::init(tmpvault::config::LogFormat::Json, Some(&audit_path)).unwrap();
+    tmpvault::ops::logging::init(tmpvault::config::LogFormat::Json, Some(&audit_path)).unwrap();
     let (server, _deployer, _policy_dir) = secured().await;
     // A DNS name that equals the deployer's CN, and one that equals the
     // SPIFFE trust domain: both are dns: identities, which no rule names.
@@ -452,7 +452,7 @@ async fn handshake_offering(
 #[tokio::test]
 async fn the_post_quantum_hybrid_is_negotiated_and_x25519_still_works() {
     let server = TestServer::start().await;
-    let group = handshake_offering(&server, tmpvault::kx::X25519MLKEM768).await;
+    let group = handshake_offering(&server, tmpvault::tls::kx::X25519MLKEM768).await;
     assert_eq!(group, rustls::NamedGroup::X25519MLKEM768);
     assert_eq!(
         server

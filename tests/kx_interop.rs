@@ -1,4 +1,4 @@
-//! Our X25519MLKEM768 ([`tmpvault::kx`]: RustCrypto's ML-KEM, ring's
+//! Our X25519MLKEM768 ([`tmpvault::tls::kx`]: RustCrypto's ML-KEM, ring's
 //! X25519) against an implementation it shares no code with: a client on
 //! rustls's aws-lc-rs provider, whose ML-KEM and X25519 are AWS-LC's and
 //! whose hybrid is rustls's own. The tests in `kx.rs` and

@@ -1,19 +1,19 @@
-//! `src/openapi.json` against what the server implements: every route and
+//! `src/http/api/openapi.json` against what the server implements: every route and
 //! method, the exact set of statuses each operation can return, the query
-//! parameters each route accepts, the problem codes of `src/problem.rs`, the
-//! metadata object of `src/api.rs`, and every `$ref` resolving inside the
+//! parameters each route accepts, the problem codes of `src/http/problem.rs`, the
+//! metadata object of `src/http/api/mod.rs`, and every `$ref` resolving inside the
 //! document. No network: the document is read at compile time.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
 use serde_json::Value;
-use tmpvault::api::{meta_json, OPENAPI_JSON};
-use tmpvault::key::{Key, KeyError};
-use tmpvault::problem::ApiError;
+use tmpvault::http::api::{meta_json, OPENAPI_JSON};
+use tmpvault::http::problem::ApiError;
+use tmpvault::store::key::{Key, KeyError};
 use tmpvault::store::{Kind, Meta};
 
-const DOC: &str = include_str!("../src/openapi.json");
+const DOC: &str = include_str!("../src/http/api/openapi.json");
 
 /// Statuses every operation lists, reserved for the policy (401, 403) and
 /// rate-limit (429) features.
@@ -45,7 +45,7 @@ const OPERATIONS: &[(&str, &str, &[u16])] = &[
     ("/v1/openapi.json", "head", &[200, 400]),
 ];
 
-/// The `Allow` header of each path (`Route::allow` in `src/api.rs`).
+/// The `Allow` header of each path (`Route::allow` in `src/http/api/mod.rs`).
 const ALLOW: &[(&str, &str)] = &[
     ("/v1/secrets/{key}", "GET, HEAD, PUT, PATCH, DELETE"),
     ("/v1/secrets", "GET, HEAD"),
@@ -141,7 +141,7 @@ const SUCCESS_HEADERS: &[(&str, &str, &str, &[&str])] = &[
     ("/v1/openapi.json", "get", "200", &[]),
 ];
 
-/// Every problem code of `src/problem.rs` with its status.
+/// Every problem code of `src/http/problem.rs` with its status.
 const PROBLEM_CODES: [(&str, u16); 15] = [
     ("invalid_key", 400),
     ("invalid_ttl", 400),
@@ -167,7 +167,7 @@ const HTTP_METHODS: [&str; 8] = [
 const KEY_PATTERN: &str = r"^(?:[A-Za-z0-9_-][A-Za-z0-9._-]*|\.[A-Za-z0-9_-][A-Za-z0-9._-]*|\.\.[A-Za-z0-9._-]+)(?:/(?:[A-Za-z0-9_-][A-Za-z0-9._-]*|\.[A-Za-z0-9_-][A-Za-z0-9._-]*|\.\.[A-Za-z0-9._-]+))*$";
 
 fn doc() -> Value {
-    serde_json::from_str(DOC).expect("src/openapi.json is JSON")
+    serde_json::from_str(DOC).expect("src/http/api/openapi.json is JSON")
 }
 
 /// Follows a local `$ref` (once or repeatedly) to the object it names.
@@ -468,9 +468,12 @@ fn keyed_paths_declare_the_key_parameter() {
     assert_eq!(key["type"], "string");
     assert_eq!(key["pattern"], KEY_PATTERN);
     assert_eq!(key["minLength"], 1);
-    assert_eq!(key["maxLength"], tmpvault::key::MAX_KEY_LEN);
+    assert_eq!(key["maxLength"], tmpvault::store::key::MAX_KEY_LEN);
     let limit = resolve(&doc, &doc["components"]["parameters"]["Limit"]);
-    assert_eq!(limit["schema"]["maximum"], tmpvault::api::MAX_LIST_LIMIT);
+    assert_eq!(
+        limit["schema"]["maximum"],
+        tmpvault::http::api::MAX_LIST_LIMIT
+    );
     let from = &doc["components"]["parameters"]["From"]["schema"]["enum"];
     assert_eq!(strings(from), set(&["newest", "oldest"]));
 }

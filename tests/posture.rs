@@ -17,8 +17,8 @@ use common::Pki;
 use hyper::Method;
 use serde_json::Value;
 use tempfile::TempDir;
-use tmpvault::client::Client;
-use tmpvault::pki::ClientName;
+use tmpvault::cmd::client::Client;
+use tmpvault::tls::pki::ClientName;
 
 /// The unprivileged user and group the server runs as (distroless `nonroot`).
 const UID: u32 = 65532;

@@ -22,9 +22,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::process::{free_port, is_root, ServerProcess, BIN};
 use common::Pki;
-use tmpvault::alloc::ZeroizingAllocator;
-use tmpvault::client::{Client, ClientError, PutOptions};
-use tmpvault::pki::ClientName;
+use tmpvault::cmd::client::{Client, ClientError, PutOptions};
+use tmpvault::posture::alloc::ZeroizingAllocator;
+use tmpvault::tls::pki::ClientName;
 use tokio::time::{sleep, Instant};
 use zeroize::Zeroizing;
 

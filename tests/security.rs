@@ -12,8 +12,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{problem_code, raw_tls, read_response, TestServer};
 use hyper::{Method, StatusCode};
-use tmpvault::client::{Client, RawResponse};
-use tmpvault::pki::ClientName;
+use tmpvault::cmd::client::{Client, RawResponse};
+use tmpvault::tls::pki::ClientName;
 use tokio::io::AsyncWriteExt;
 
 const POLICY: &str = r#"{"rules": [
@@ -286,7 +286,7 @@ fn replace_file(path: &std::path::Path, contents: &[u8]) {
     // Like Kubernetes: write elsewhere, then rename over (a new inode).
     let staging = path.with_extension("new");
     let _ = std::fs::remove_file(&staging);
-    tmpvault::pki::write_private(&staging, contents).expect("write");
+    tmpvault::tls::pki::write_private(&staging, contents).expect("write");
     std::fs::rename(&staging, path).expect("rename");
 }
 
@@ -399,7 +399,7 @@ async fn audit_lines_are_json_with_every_field_and_never_the_value() {
         .unwrap();
     let audit_path = dir.path().join("audit.log");
     // This test binary's global subscriber: audit lines go to the file.
-    tmpvault::logging::init(tmpvault::config::LogFormat::Json, Some(&audit_path)).unwrap();
+    tmpvault::ops::logging::init(tmpvault::config::LogFormat::Json, Some(&audit_path)).unwrap();
     let s = secured(|_| {}).await;
     let marker = "audit-marker-value-6f1d0c";
     call(

@@ -14,9 +14,11 @@ use std::process::Command;
 
 use serde_json::Value;
 use tempfile::TempDir;
-use tmpvault::harden::HardeningReport;
-use tmpvault::selfcheck::{self, Check, Context, Environment, Input, Report, SnapshotMode, Status};
-use tmpvault::sysinfo;
+use tmpvault::posture::harden::HardeningReport;
+use tmpvault::posture::selfcheck::{
+    self, Check, Context, Environment, Input, Report, SnapshotMode, Status,
+};
+use tmpvault::sys;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tmpvault");
 /// Set on every run of the binary here, so that its fixes are spelled for a
@@ -116,12 +118,12 @@ fn a_0700_dir_on_dev_shm_passes_the_scratch_checks() {
 #[test]
 fn a_dir_on_disk_fails_scratch_tmpfs_naming_the_filesystem() {
     let dir = disk_dir(0o700);
-    let magic = sysinfo::fs_magic(dir.path()).unwrap();
-    if magic == sysinfo::TMPFS_MAGIC {
+    let magic = sys::fs_magic(dir.path()).unwrap();
+    if magic == sys::TMPFS_MAGIC {
         eprintln!("skipping: /var/tmp is a tmpfs on this machine, no disk dir to test with");
         return;
     }
-    let fs_type = sysinfo::mount_containing(dir.path()).unwrap().fs_type;
+    let fs_type = sys::mount_containing(dir.path()).unwrap().fs_type;
     let report = run_scratch(dir.path());
     let tmpfs = check(&report, "scratch.tmpfs");
     assert_eq!(tmpfs.status, Status::Fail, "{tmpfs:?}");
@@ -280,7 +282,7 @@ fn root_fails_in_serve_unless_allowed() {
 fn cgroup_limit_is_compared_with_the_budget() {
     let dir = shm_dir(0o700);
     let hardening = HardeningReport::not_run();
-    match sysinfo::cgroup_memory_limit() {
+    match sys::cgroup_memory_limit() {
         Some(limit) => {
             let fits = Input {
                 max_memory: limit,
@@ -307,7 +309,7 @@ fn cgroup_limit_is_compared_with_the_budget() {
 #[test]
 fn rootfs_check_matches_statvfs() {
     let dir = shm_dir(0o700);
-    let expected = if sysinfo::is_read_only(Path::new("/")).unwrap() {
+    let expected = if sys::is_read_only(Path::new("/")).unwrap() {
         Status::Pass
     } else {
         Status::Warn
@@ -424,7 +426,7 @@ fn snapshot_modes_off_and_plain() {
     );
 
     let disk = disk_dir(0o700);
-    if sysinfo::fs_magic(disk.path()).unwrap() == sysinfo::TMPFS_MAGIC {
+    if sys::fs_magic(disk.path()).unwrap() == sys::TMPFS_MAGIC {
         eprintln!("skipping the on-disk half: /var/tmp is a tmpfs here");
         return;
     }
@@ -580,8 +582,8 @@ fn the_binary_hardens_itself() {
     );
     // The child inherits this process's memlock limit and capabilities, so
     // whether it may lock is known here.
-    let may_lock = sysinfo::memlock_limit().unwrap().hard.is_none()
-        || sysinfo::proc_status().unwrap().has_cap_ipc_lock();
+    let may_lock = sys::memlock_limit().unwrap().hard.is_none()
+        || sys::proc_status().unwrap().has_cap_ipc_lock();
     let expected = if may_lock { "pass" } else { "warn" };
     assert_eq!(
         outcome.status_of("process.memory_lock"),

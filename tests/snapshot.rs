@@ -21,10 +21,10 @@ use common::{http_get, Pki, TestServer};
 use hyper::{Method, StatusCode};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use tmpvault::client::{Client, RawResponse};
+use tmpvault::cmd::client::{Client, RawResponse};
 use tmpvault::config::SnapshotSetting;
-use tmpvault::persistence::{JOURNAL_PREFIX, SNAPSHOT_FILE};
-use tmpvault::pki::ClientName;
+use tmpvault::persist::{JOURNAL_PREFIX, SNAPSHOT_FILE};
+use tmpvault::tls::pki::ClientName;
 use tmpvault::tls::ClientTlsFiles;
 
 /// From spawn to "tmpvault is serving" (a debug build, restoring).
@@ -635,7 +635,7 @@ fn keygen_writes_0600_and_never_overwrites() {
 async fn metrics_show_the_snapshot_and_the_journal() {
     let server = TestServer::start_with(|config| {
         let key = config.scratch_dir.join("snapshot.key");
-        tmpvault::snapshot::keygen(Some(&key)).expect("keygen");
+        tmpvault::persist::snapshot::keygen(Some(&key)).expect("keygen");
         config.snapshot = SnapshotSetting::Encrypted;
         config.snapshot_key_file = Some(key);
         config.ops_listen = Some("127.0.0.1:0".parse().expect("address"));

@@ -11,8 +11,8 @@ use common::{raw_tls, Pki, TestServer};
 use http_body_util::{BodyExt, Empty};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tmpvault::client::{Client, ClientError};
-use tmpvault::pki::{Authority, ClientName, Validity};
+use tmpvault::cmd::client::{Client, ClientError};
+use tmpvault::tls::pki::{Authority, ClientName, Validity};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The outcome of one GET with a given client: the status, or the error.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{problem_code, TestServer};
 use hyper::{Method, StatusCode};
-use tmpvault::client::{Client, RawResponse};
+use tmpvault::cmd::client::{Client, RawResponse};
 
 async fn put(client: &Client, key: &str, value: &[u8]) -> String {
     let response = client

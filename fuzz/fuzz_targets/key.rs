@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tmpvault::key::{validate_prefix, Key, MAX_KEY_LEN};
+use tmpvault::store::key::{validate_prefix, Key, MAX_KEY_LEN};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tmpvault::snapshot::{read_journal, read_snapshot, SnapshotKey};
+use tmpvault::persist::snapshot::{read_journal, read_snapshot, SnapshotKey};
 use zeroize::Zeroizing;
 
 fuzz_target!(|data: &[u8]| {

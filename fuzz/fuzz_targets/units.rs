@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tmpvault::units::{format_duration, parse_bytes, parse_duration};
+use tmpvault::text::units::{format_duration, parse_bytes, parse_duration};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -12,14 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tempfile::TempDir;
-use tmpvault::api::ApiSettings;
 use tmpvault::app::{self, Mode};
-use tmpvault::client::Client;
-use tmpvault::config::{ServeConfig, SnapshotOnError, SnapshotSetting};
-use tmpvault::harden::HardeningReport;
-use tmpvault::pki::{write_private, Authority, ClientName, Issued};
-use tmpvault::server::{Health, Limits};
+use tmpvault::cmd::client::Client;
+use tmpvault::config::{Limits, ServeConfig};
+use tmpvault::http::server::Health;
+use tmpvault::posture::harden::HardeningReport;
 use tmpvault::store::Store;
+use tmpvault::tls::pki::{write_private, Authority, ClientName, Issued};
 use tmpvault::tls::{ClientTlsFiles, ServerTlsFiles};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -106,30 +105,14 @@ pub fn test_config(pki: &Pki) -> ServeConfig {
         ..Limits::default()
     };
     ServeConfig {
-        listen: "127.0.0.1:0".parse().expect("address"),
-        scratch_dir: pki.scratch_dir().to_owned(),
-        tls: pki.server.clone(),
-        client_eku_required: true,
-        ops_listen: None,
-        policy: None,
-        api: ApiSettings {
-            default_ttl: Duration::from_secs(3600),
-            max_ttl: Duration::from_secs(86_400),
-            max_value_bytes: 64 * 1024,
-            body_read_timeout: limits.body_read_timeout,
-            max_wait: tmpvault::api::DEFAULT_MAX_WAIT,
-        },
         max_memory: 16 << 20,
-        snapshot: SnapshotSetting::Off,
-        snapshot_key_file: None,
-        snapshot_interval: Duration::from_secs(30),
-        snapshot_on_error: SnapshotOnError::Refuse,
-        strict: false,
-        rate_limit: None,
-        audit_log: None,
-        reload_interval: Duration::from_secs(5),
         allow_root: true,
         limits,
+        ..ServeConfig::new(
+            "127.0.0.1:0".parse().expect("address"),
+            pki.scratch_dir().to_owned(),
+            pki.server.clone(),
+        )
     }
 }
 

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use hyper::Method;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use tmpvault::client::Client;
+use tmpvault::cmd::client::Client;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_tmpvault");

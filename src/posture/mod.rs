@@ -1,0 +1,8 @@
+//! The process's security posture: the startup self-check and its fixes
+//! ([`selfcheck`]), the hardening the process applies to itself
+//! ([`harden`]) and the global allocator that wipes freed memory
+//! ([`alloc`], the crate's one `unsafe` module).
+
+pub mod alloc;
+pub mod harden;
+pub mod selfcheck;

@@ -1,0 +1,145 @@
+//! Every record out (snapshots) and back in (restore at startup).
+
+use super::*;
+
+impl Store {
+    /// Every live entry, owned, in no particular order: what a snapshot
+    /// writes. Shards are locked one at a time, never two at once, and each
+    /// only long enough to copy its entries' metadata and `Arc`s; list items
+    /// are copied into new zeroizing buffers. Each record is consistent with
+    /// its `seq`: it holds exactly the changes to its key numbered up to it.
+    pub fn export(&self) -> Vec<Record> {
+        let mut all = Vec::new();
+        let _ = self.export_each(|records| {
+            all.extend(records);
+            Ok::<(), std::convert::Infallible>(())
+        });
+        all
+    }
+
+    /// Like [`Store::export`], one shard at a time: `visit` gets each
+    /// shard's records after that shard's lock is released, so a snapshot
+    /// holds at most one shard's copies (and keeps no deleted secret alive)
+    /// while it writes, instead of the whole store's.
+    pub fn export_each<E>(
+        &self,
+        mut visit: impl FnMut(Vec<Record>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let now = Instant::now();
+        let wall_now = SystemTime::now();
+        for shard in self.shared.shards.iter() {
+            let records: Vec<Record> = {
+                let shard = lock(shard);
+                shard
+                    .entries
+                    .iter()
+                    .filter(|(_, entry)| entry.deadline > now)
+                    .map(|(key, entry)| Record {
+                        key: key.clone(),
+                        value: match &entry.value {
+                            Value::Secret(bytes, _) => RecordValue::Secret(Arc::clone(bytes)),
+                            Value::List(items) => RecordValue::List(
+                                items
+                                    .iter()
+                                    .map(|item| SecretBytes::copy_from(item.expose()))
+                                    .collect(),
+                            ),
+                        },
+                        seq: entry.seq,
+                        revision: entry.revision,
+                        version: entry.version,
+                        created_at: entry.created_at,
+                        updated_at: entry.updated_at,
+                        expires_at: wall_clock_at(entry.deadline, now, wall_now),
+                        reads_left: entry.reads_left,
+                        content_type: entry.value.media_type().cloned(),
+                    })
+                    .collect()
+            };
+            visit(records)?;
+        }
+        Ok(())
+    }
+
+    /// Puts restored records into the store (at startup, before serving;
+    /// nothing is journaled). Records whose deadline has passed are dropped,
+    /// and so are a secret with no reads left and an empty list. The
+    /// revision counter moves past every restored `seq`, so new changes sort
+    /// after them. Returns how many were restored and how many had expired.
+    pub fn import(
+        &self,
+        records: impl IntoIterator<Item = Record>,
+    ) -> Result<(u64, u64), StoreError> {
+        let now = Instant::now();
+        let wall_now = SystemTime::now();
+        let (mut restored, mut expired) = (0, 0);
+        let mut earliest: Option<Instant> = None;
+        for record in records {
+            let Ok(ahead) = record.expires_at.duration_since(wall_now) else {
+                expired += 1;
+                continue;
+            };
+            if ahead.is_zero()
+                || record.reads_left == Some(0)
+                || matches!(&record.value, RecordValue::List(items) if items.is_empty())
+            {
+                expired += 1;
+                continue;
+            }
+            let key_bytes = record.key.as_str().len() as u64;
+            let (value, charge) = match record.value {
+                RecordValue::Secret(bytes) => {
+                    // The snapshot format makes the type optional; a secret
+                    // record without one gets the default, as a secret
+                    // written without one does.
+                    let media_type = record.content_type.unwrap_or(MediaType::Default);
+                    let charge = secret_charge(&record.key, &bytes, &media_type);
+                    (Value::Secret(bytes, media_type), charge)
+                }
+                RecordValue::List(items) => {
+                    let charge = ITEM_OVERHEAD
+                        + key_bytes
+                        + items
+                            .iter()
+                            .map(|item| ITEM_OVERHEAD + item.len() as u64)
+                            .sum::<u64>();
+                    (Value::List(items), charge)
+                }
+            };
+            self.charge(0, charge)?;
+            let deadline = self.deadline_after(ahead, now);
+            let entry = Entry {
+                value,
+                deadline,
+                created_at: record.created_at,
+                updated_at: record.updated_at,
+                version: record.version,
+                revision: record.revision,
+                seq: record.seq,
+                reads_left: record.reads_left,
+                charge,
+            };
+            self.shared.next_revision.fetch_max(
+                record.seq.max(record.revision).saturating_add(1),
+                Ordering::Relaxed,
+            );
+            let replaced = {
+                let mut shard = lock(self.shard(&record.key));
+                let replaced = shard.remove(&record.key);
+                shard.entries.insert(record.key.clone(), entry);
+                shard.deadlines.insert((deadline, record.key));
+                replaced
+            };
+            match &replaced {
+                Some(old) => self.shared.used.fetch_sub(old.charge, Ordering::Relaxed),
+                None => self.shared.entries.fetch_add(1, Ordering::Relaxed),
+            };
+            earliest = Some(earliest.map_or(deadline, |e| e.min(deadline)));
+            restored += 1;
+        }
+        if let Some(deadline) = earliest {
+            self.schedule(deadline);
+        }
+        Ok((restored, expired))
+    }
+}

@@ -1,0 +1,158 @@
+//! One-time-credential lists: push and pop.
+
+use super::*;
+
+impl Store {
+    /// Appends an item to a list, creating the list with `ttl` if absent.
+    pub fn push(
+        &self,
+        key: &Key,
+        item: SecretBytes,
+        ttl: Duration,
+    ) -> Result<(Meta, bool), StoreError> {
+        let now = Instant::now();
+        let wall_now = SystemTime::now();
+        let item_charge = ITEM_OVERHEAD + item.len() as u64;
+        let mut expired = None;
+        let mut created_deadline = None;
+        let result = {
+            let mut shard = lock(self.shard(key));
+            let revision = self.revision();
+            match shard.live(key, now, &self.shared, &mut expired) {
+                Some(entry) => {
+                    let Value::List(items) = &mut entry.value else {
+                        return Err(StoreError::WrongKind {
+                            expected: Kind::List,
+                            found: Kind::Secret,
+                        });
+                    };
+                    self.charge(0, item_charge)?;
+                    let journaled = self.journal(|| Change {
+                        key,
+                        seq: revision,
+                        op: ChangeOp::Push {
+                            item: &item,
+                            created: false,
+                            revision,
+                            version: entry.version + 1,
+                            created_at: entry.created_at,
+                            updated_at: wall_now,
+                            expires_at: wall_clock_at(entry.deadline, now, wall_now),
+                        },
+                    });
+                    if let Err(error) = journaled {
+                        self.uncharge(0, item_charge);
+                        return Err(error);
+                    }
+                    items.push_back(item);
+                    entry.charge += item_charge;
+                    entry.version += 1;
+                    entry.revision = revision;
+                    entry.seq = revision;
+                    entry.updated_at = wall_now;
+                    (entry.meta(key, now, wall_now), false)
+                }
+                None => {
+                    let charge = ITEM_OVERHEAD + key.as_str().len() as u64 + item_charge;
+                    self.charge(0, charge)?;
+                    let deadline = self.deadline_after(ttl, now);
+                    let journaled = self.journal(|| Change {
+                        key,
+                        seq: revision,
+                        op: ChangeOp::Push {
+                            item: &item,
+                            created: true,
+                            revision,
+                            version: 1,
+                            created_at: wall_now,
+                            updated_at: wall_now,
+                            expires_at: wall_clock_at(deadline, now, wall_now),
+                        },
+                    });
+                    if let Err(error) = journaled {
+                        self.uncharge(0, charge);
+                        return Err(error);
+                    }
+                    let entry = Entry {
+                        value: Value::List(VecDeque::from([item])),
+                        deadline,
+                        created_at: wall_now,
+                        updated_at: wall_now,
+                        version: 1,
+                        revision,
+                        seq: revision,
+                        reads_left: None,
+                        charge,
+                    };
+                    let meta = entry.meta(key, now, wall_now);
+                    shard.entries.insert(key.clone(), entry);
+                    shard.deadlines.insert((deadline, key.clone()));
+                    self.shared.entries.fetch_add(1, Ordering::Relaxed);
+                    created_deadline = Some(deadline);
+                    (meta, true)
+                }
+            }
+        };
+        if let Some(deadline) = created_deadline {
+            self.schedule(deadline);
+        }
+        Ok(result)
+    }
+
+    /// Removes and returns one item of a list; popping the last item deletes
+    /// the list. Returns the item and the number of items left.
+    pub fn pop(&self, key: &Key, end: End) -> Result<(SecretBytes, u64), StoreError> {
+        let now = Instant::now();
+        let wall_now = SystemTime::now();
+        let mut expired = None;
+        let mut emptied = None;
+        let result = {
+            let mut shard = lock(self.shard(key));
+            let revision = self.revision();
+            let entry = shard
+                .live(key, now, &self.shared, &mut expired)
+                .ok_or(StoreError::NotFound)?;
+            let Value::List(items) = &mut entry.value else {
+                return Err(StoreError::WrongKind {
+                    expected: Kind::List,
+                    found: Kind::Secret,
+                });
+            };
+            if items.is_empty() {
+                return Err(StoreError::NotFound);
+            }
+            self.journal(|| Change {
+                key,
+                seq: revision,
+                op: ChangeOp::Pop {
+                    end,
+                    revision,
+                    version: entry.version + 1,
+                    updated_at: wall_now,
+                },
+            })?;
+            let item = match end {
+                End::Newest => items.pop_back(),
+                End::Oldest => items.pop_front(),
+            }
+            .ok_or(StoreError::NotFound)?;
+            let left = items.len() as u64;
+            let item_charge = ITEM_OVERHEAD + item.len() as u64;
+            entry.charge -= item_charge;
+            entry.version += 1;
+            entry.revision = revision;
+            entry.seq = revision;
+            entry.updated_at = wall_now;
+            self.shared.used.fetch_sub(item_charge, Ordering::Relaxed);
+            if left == 0 {
+                emptied = shard.remove(key);
+            }
+            (item, left)
+        };
+        if let Some(entry) = &emptied {
+            self.shared.release(entry);
+        }
+        drop(expired);
+        Ok(result)
+    }
+}
