@@ -87,7 +87,7 @@ use crate::persist::snapshot::{
 };
 use crate::store::key::Key;
 use crate::store::secret::SecretBytes;
-use crate::store::{Change, ChangeLog, ChangeOp, Record, RecordValue, Store, StoreError};
+use crate::store::{Applied, Change, ChangeLog, ChangeOp, Record, Store, StoreError};
 
 mod atomic;
 mod files;

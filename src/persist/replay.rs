@@ -35,7 +35,8 @@ impl Replay {
         Ok(())
     }
 
-    /// Applies one journaled change if it is newer than what the key has.
+    /// Applies one journaled change if it is newer than what the key has
+    /// ([`Record::apply`] says what each change does).
     pub(super) fn apply(&mut self, change: Change<Key, SecretBytes>) {
         let Change { key, seq, op } = change;
         let slot = self.slots.get_mut(&key);
@@ -44,135 +45,27 @@ impl Replay {
             self.skipped += 1;
             return;
         }
-        let live = match slot {
-            Some(Slot::Live(record)) => Some(record),
-            _ => None,
-        };
-        let mut applied = true;
-        match (op, live) {
-            (
-                ChangeOp::Put {
-                    value,
-                    revision,
-                    version,
-                    created_at,
-                    updated_at,
-                    expires_at,
-                    reads_left,
-                    content_type,
-                },
-                _,
-            ) => {
-                let record = Record {
-                    key: key.clone(),
-                    value: RecordValue::Secret(Arc::new(value)),
-                    seq,
-                    revision,
-                    version,
-                    created_at,
-                    updated_at,
-                    expires_at,
-                    reads_left,
-                    content_type: Some(content_type),
-                };
-                self.slots.insert(key, Slot::Live(record));
-            }
-            (
-                ChangeOp::Push {
-                    item,
-                    created: true,
-                    revision,
-                    version,
-                    created_at,
-                    updated_at,
-                    expires_at,
-                },
-                _,
-            ) => {
-                let record = Record {
-                    key: key.clone(),
-                    value: RecordValue::List([item].into()),
-                    seq,
-                    revision,
-                    version,
-                    created_at,
-                    updated_at,
-                    expires_at,
-                    reads_left: None,
-                    content_type: None,
-                };
-                self.slots.insert(key, Slot::Live(record));
-            }
-            (
-                ChangeOp::Push {
-                    item,
-                    revision,
-                    version,
-                    updated_at,
-                    ..
-                },
-                Some(record),
-            ) => match &mut record.value {
-                RecordValue::List(items) => {
-                    items.push_back(item);
-                    (record.seq, record.revision, record.version) = (seq, revision, version);
-                    record.updated_at = updated_at;
-                }
-                RecordValue::Secret(_) => applied = false,
-            },
-            (
-                ChangeOp::Pop {
-                    end,
-                    revision,
-                    version,
-                    updated_at,
-                },
-                Some(record),
-            ) => match &mut record.value {
-                RecordValue::List(items) => {
-                    let _popped = match end {
-                        crate::store::End::Newest => items.pop_back(),
-                        crate::store::End::Oldest => items.pop_front(),
-                    };
-                    if items.is_empty() {
-                        self.slots.insert(key, Slot::Gone(seq));
-                    } else {
-                        (record.seq, record.revision, record.version) = (seq, revision, version);
-                        record.updated_at = updated_at;
-                    }
-                }
-                RecordValue::Secret(_) => applied = false,
-            },
-            (
-                ChangeOp::Renew {
-                    expires_at,
-                    updated_at,
-                },
-                Some(record),
-            ) => {
-                record.seq = seq;
-                record.expires_at = expires_at;
-                record.updated_at = updated_at;
-            }
-            (ChangeOp::Read { reads_left }, Some(record)) => {
-                if reads_left == 0 {
-                    self.slots.insert(key, Slot::Gone(seq));
-                } else {
-                    record.seq = seq;
-                    record.reads_left = Some(reads_left);
-                }
-            }
-            (ChangeOp::Delete, _) => {
-                self.slots.insert(key, Slot::Gone(seq));
-            }
-            // A change to an entry that is not there: it was removed before
+        let applied = match (slot, op) {
+            (_, ChangeOp::Delete) => Applied::Removed,
+            (Some(Slot::Live(record)), op) => record.apply(seq, op),
+            // Nothing live under the key: only a change that makes a record
+            // on its own applies. Any other was to an entry removed before
             // the snapshot was exported (see the module docs).
-            (_, None) => applied = false,
-        }
-        if applied {
-            self.applied += 1;
-        } else {
-            self.skipped += 1;
+            (_, op) => match Record::create(&key, seq, op) {
+                Ok(record) => {
+                    self.slots.insert(key.clone(), Slot::Live(record));
+                    Applied::Changed
+                }
+                Err(_) => Applied::Refused,
+            },
+        };
+        match applied {
+            Applied::Changed => self.applied += 1,
+            Applied::Removed => {
+                self.slots.insert(key, Slot::Gone(seq));
+                self.applied += 1;
+            }
+            Applied::Refused => self.skipped += 1,
         }
     }
 

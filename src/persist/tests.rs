@@ -1,4 +1,5 @@
 use super::*;
+use crate::store::RecordValue;
 use crate::store::{End, Precondition, PutOptions};
 use std::sync::Arc;
 use tempfile::TempDir;

@@ -124,6 +124,152 @@ pub struct Record {
     pub content_type: Option<MediaType>,
 }
 
+/// What applying a change did to the record it was applied to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// The record now holds the change.
+    Changed,
+    /// The change removed the key (the last item popped, the last read).
+    Removed,
+    /// The change does not fit the record (a push or pop on a secret): it
+    /// was left as it was.
+    Refused,
+}
+
+impl Record {
+    /// The record a change makes on its own, whatever the key held before:
+    /// a `Put`, or a `Push` that created its list. Any other change is
+    /// handed back, to be applied to the record the key has
+    /// ([`Record::apply`]) or dropped if it has none.
+    ///
+    /// # Errors
+    ///
+    /// The change itself, when it needs an existing record.
+    pub fn create(
+        key: &Key,
+        seq: u64,
+        op: ChangeOp<SecretBytes>,
+    ) -> Result<Record, ChangeOp<SecretBytes>> {
+        match op {
+            ChangeOp::Put {
+                value,
+                revision,
+                version,
+                created_at,
+                updated_at,
+                expires_at,
+                reads_left,
+                content_type,
+            } => Ok(Record {
+                key: key.clone(),
+                value: RecordValue::Secret(Arc::new(value)),
+                seq,
+                revision,
+                version,
+                created_at,
+                updated_at,
+                expires_at,
+                reads_left,
+                content_type: Some(content_type),
+            }),
+            ChangeOp::Push {
+                item,
+                created: true,
+                revision,
+                version,
+                created_at,
+                updated_at,
+                expires_at,
+            } => Ok(Record {
+                key: key.clone(),
+                value: RecordValue::List([item].into()),
+                seq,
+                revision,
+                version,
+                created_at,
+                updated_at,
+                expires_at,
+                reads_left: None,
+                content_type: None,
+            }),
+            other => Err(other),
+        }
+    }
+
+    /// Applies change `seq` to this record: what each [`ChangeOp`] means,
+    /// written once. A change that makes a record on its own replaces this
+    /// one; `Delete` (and the end of a list or of its reads) removes it.
+    pub fn apply(&mut self, seq: u64, op: ChangeOp<SecretBytes>) -> Applied {
+        let op = match Record::create(&self.key, seq, op) {
+            Ok(record) => {
+                *self = record;
+                return Applied::Changed;
+            }
+            Err(op) => op,
+        };
+        match (op, &mut self.value) {
+            (
+                ChangeOp::Push {
+                    item,
+                    revision,
+                    version,
+                    updated_at,
+                    ..
+                },
+                RecordValue::List(items),
+            ) => {
+                items.push_back(item);
+                (self.seq, self.revision, self.version) = (seq, revision, version);
+                self.updated_at = updated_at;
+                Applied::Changed
+            }
+            (
+                ChangeOp::Pop {
+                    end,
+                    revision,
+                    version,
+                    updated_at,
+                },
+                RecordValue::List(items),
+            ) => {
+                let _popped = match end {
+                    End::Newest => items.pop_back(),
+                    End::Oldest => items.pop_front(),
+                };
+                if items.is_empty() {
+                    return Applied::Removed;
+                }
+                (self.seq, self.revision, self.version) = (seq, revision, version);
+                self.updated_at = updated_at;
+                Applied::Changed
+            }
+            (ChangeOp::Push { .. } | ChangeOp::Pop { .. }, RecordValue::Secret(_)) => {
+                Applied::Refused
+            }
+            (
+                ChangeOp::Renew {
+                    expires_at,
+                    updated_at,
+                },
+                _,
+            ) => {
+                self.seq = seq;
+                self.expires_at = expires_at;
+                self.updated_at = updated_at;
+                Applied::Changed
+            }
+            (ChangeOp::Read { reads_left: 0 }, _) | (ChangeOp::Delete, _) => Applied::Removed,
+            (ChangeOp::Read { reads_left }, _) => {
+                self.seq = seq;
+                self.reads_left = Some(reads_left);
+                Applied::Changed
+            }
+            // `create` took these.
+            (ChangeOp::Put { .. }, _) => Applied::Changed,
+        }
+    }
+}
+
 /// What a [`Record`] holds.
 #[derive(Debug)]
 pub enum RecordValue {

@@ -462,3 +462,71 @@ async fn wipe_all_empties_everything() {
     store.wipe_all();
     assert_eq!(store.stats(), Stats::default());
 }
+
+fn pushed(item: &[u8], created: bool, revision: u64) -> ChangeOp<SecretBytes> {
+    let now = SystemTime::now();
+    ChangeOp::Push {
+        item: secret(item),
+        created,
+        revision,
+        version: revision,
+        created_at: now,
+        updated_at: now,
+        expires_at: now + Duration::from_secs(60),
+    }
+}
+
+fn popped(revision: u64) -> ChangeOp<SecretBytes> {
+    ChangeOp::Pop {
+        end: End::Oldest,
+        revision,
+        version: revision,
+        updated_at: SystemTime::now(),
+    }
+}
+
+#[test]
+fn a_change_applies_to_a_record_as_the_store_made_it() {
+    let list = key("list");
+    // Only a creating push makes a record on its own.
+    let Err(handed_back) = Record::create(&list, 1, pushed(b"a", false, 1)) else {
+        panic!("a push to no list made one");
+    };
+    assert!(matches!(handed_back, ChangeOp::Push { created: false, .. }));
+    let mut record = Record::create(&list, 1, pushed(b"a", true, 1)).unwrap();
+    assert_eq!(record.apply(2, pushed(b"b", false, 2)), Applied::Changed);
+    assert_eq!((record.seq, record.revision), (2, 2));
+    let RecordValue::List(items) = &record.value else {
+        panic!("not a list");
+    };
+    let items: Vec<&[u8]> = items.iter().map(|item| item.expose()).collect();
+    assert_eq!(items, [b"a".as_slice(), b"b".as_slice()]);
+    assert_eq!(record.apply(3, popped(3)), Applied::Changed);
+    assert_eq!(record.apply(4, popped(4)), Applied::Removed);
+
+    // A secret refuses list changes, and its last counted read removes it.
+    let now = SystemTime::now();
+    let put = ChangeOp::Put {
+        value: secret(b"s3cr3t"),
+        revision: 5,
+        version: 1,
+        created_at: now,
+        updated_at: now,
+        expires_at: now + Duration::from_secs(60),
+        reads_left: Some(2),
+        content_type: MediaType::from("text/plain"),
+    };
+    let mut record = Record::create(&key("secret"), 5, put).unwrap();
+    assert_eq!(record.apply(6, popped(6)), Applied::Refused);
+    assert_eq!(record.seq, 5);
+    assert_eq!(
+        record.apply(7, ChangeOp::Read { reads_left: 1 }),
+        Applied::Changed
+    );
+    assert_eq!(record.reads_left, Some(1));
+    assert_eq!(
+        record.apply(8, ChangeOp::Read { reads_left: 0 }),
+        Applied::Removed
+    );
+    assert_eq!(record.apply(9, ChangeOp::Delete), Applied::Removed);
+}
