@@ -26,6 +26,51 @@ use crate::posture::harden::{harden_process, HardeningReport};
 use crate::text::units::{parse_bytes, parse_duration};
 use crate::tls::{ClientTlsFiles, ServerTlsFiles};
 
+/// Why a command failed. `main` prints it as `tmpvault: <message>` and
+/// exits 1; each variant keeps its source.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A flag's value, or two flags together, that the command refuses.
+    #[error("{0}")]
+    Usage(String),
+    /// Reading an input or writing an output.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being read or written.
+        what: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// `put` or `push` of nothing without `--allow-empty`.
+    #[error("refusing an empty value: {0} gave 0 bytes; pass --allow-empty to store one")]
+    EmptyValue(String),
+    /// The server could not start or serve.
+    #[error(transparent)]
+    App(#[from] crate::app::AppError),
+    /// `dev` could not start.
+    #[error(transparent)]
+    Dev(#[from] crate::cmd::dev::DevError),
+    /// A client command's request, or its answer.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// `healthcheck` found the service not ready, or no service.
+    #[error(transparent)]
+    Healthcheck(#[from] crate::ops::HealthcheckError),
+    /// `run`, before or after the program started.
+    #[error("run: {0}")]
+    Run(#[from] crate::cmd::run::RunError),
+    /// `keygen` could not write the key.
+    #[error(transparent)]
+    Keygen(#[from] crate::persist::snapshot::KeyFileError),
+}
+
+impl CliError {
+    fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> CliError {
+        let what = what.into();
+        move |source| CliError::Io { what, source }
+    }
+}
+
 fn duration_arg(raw: &str) -> Result<Duration, String> {
     parse_duration(raw).map_err(|error| error.to_string())
 }
@@ -95,18 +140,25 @@ struct RunArgs {
 }
 
 impl RunArgs {
-    fn plan(&self) -> Result<crate::cmd::run::Plan, String> {
+    fn plan(&self) -> Result<crate::cmd::run::Plan, CliError> {
         let mut secrets = Vec::new();
         for raw in &self.env {
-            secrets.push(crate::cmd::run::parse_mapping("--env", raw).map_err(|e| e.to_string())?);
+            secrets.push(
+                crate::cmd::run::parse_mapping("--env", raw)
+                    .map_err(|error| CliError::Usage(error.to_string()))?,
+            );
         }
         for raw in &self.file {
-            secrets.push(crate::cmd::run::parse_mapping("--file", raw).map_err(|e| e.to_string())?);
+            secrets.push(
+                crate::cmd::run::parse_mapping("--file", raw)
+                    .map_err(|error| CliError::Usage(error.to_string()))?,
+            );
         }
         let watch = if self.watch {
             Some(
-                crate::cmd::run::parse_on_change(&self.on_change)
-                    .map_err(|error| format!("--on-change {:?}: {error}", self.on_change))?,
+                crate::cmd::run::parse_on_change(&self.on_change).map_err(|error| {
+                    CliError::Usage(format!("--on-change {:?}: {error}", self.on_change))
+                })?,
             )
         } else {
             None
@@ -346,15 +398,14 @@ pub struct KeygenArgs {
     out: Option<PathBuf>,
 }
 
-fn keygen_command(args: &KeygenArgs) -> Result<ExitCode, String> {
-    let line =
-        crate::persist::snapshot::keygen(args.out.as_deref()).map_err(|error| error.to_string())?;
+fn keygen_command(args: &KeygenArgs) -> Result<ExitCode, CliError> {
+    let line = crate::persist::snapshot::keygen(args.out.as_deref())?;
     match (line, &args.out) {
         (Some(line), _) => {
             let mut out = std::io::stdout().lock();
             out.write_all(line.as_bytes())
                 .and_then(|()| out.flush())
-                .map_err(|e| format!("writing stdout: {e}"))?;
+                .map_err(CliError::io("writing stdout"))?;
         }
         (None, Some(path)) => eprintln!(
             "tmpvault: wrote a new snapshot key to {} (mode 0600); use it with --snapshot encrypted --snapshot-key-file {}",
@@ -491,36 +542,33 @@ struct PopArgs {
 /// value is refused unless `allow_empty`: `tmpvault put KEY` with nothing
 /// piped in (or a file truncated by mistake) would otherwise quietly store
 /// an empty secret in place of the real one.
-fn read_value(file: Option<&PathBuf>, allow_empty: bool) -> Result<Zeroizing<Vec<u8>>, String> {
+fn read_value(file: Option<&PathBuf>, allow_empty: bool) -> Result<Zeroizing<Vec<u8>>, CliError> {
     let mut value = Zeroizing::new(Vec::new());
     let source = match file {
         Some(path) if path.as_os_str() != "-" => {
-            let mut file = std::fs::File::open(path)
-                .map_err(|e| format!("reading {}: {e}", path.display()))?;
-            file.read_to_end(&mut value)
-                .map_err(|e| format!("reading {}: {e}", path.display()))?;
+            let what = format!("reading {}", path.display());
+            let mut file = std::fs::File::open(path).map_err(CliError::io(&what))?;
+            file.read_to_end(&mut value).map_err(CliError::io(what))?;
             path.display().to_string()
         }
         _ => {
             std::io::stdin()
                 .read_to_end(&mut value)
-                .map_err(|e| format!("reading stdin: {e}"))?;
+                .map_err(CliError::io("reading stdin"))?;
             "stdin".to_owned()
         }
     };
     if value.is_empty() && !allow_empty {
-        return Err(format!(
-            "refusing an empty value: {source} gave 0 bytes; pass --allow-empty to store one"
-        ));
+        return Err(CliError::EmptyValue(source));
     }
     Ok(value)
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|error| format!("starting the async runtime: {error}"))
+        .map_err(CliError::io("starting the async runtime"))
 }
 
 /// The program: parse, run, map the outcome to an exit code.
@@ -528,14 +576,14 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
-        Err(message) => {
-            eprintln!("tmpvault: {message}");
+        Err(error) => {
+            eprintln!("tmpvault: {error}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn run(cli: Cli) -> Result<ExitCode, String> {
+fn run(cli: Cli) -> Result<ExitCode, CliError> {
     // Hardening comes first, before the runtime starts any thread:
     // no_new_privs is per thread and only inherited by threads made later,
     // and nothing may have read a secret before core dumps are off.
@@ -559,63 +607,56 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .map_err(|error| format!("starting the async runtime: {error}"))?;
-            runtime
-                .block_on(crate::ops::healthcheck(&url, args.timeout))
-                .map_err(|error| error.to_string())?;
+                .map_err(CliError::io("starting the async runtime"))?;
+            runtime.block_on(crate::ops::healthcheck(&url, args.timeout))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve(args) => {
             crate::ops::logging::init(args.log_format, args.audit_log.as_deref()).map_err(
-                |error| {
-                    let path = args
-                        .audit_log
+                CliError::io(format!(
+                    "opening the audit log {}",
+                    args.audit_log
                         .as_deref()
                         .unwrap_or(std::path::Path::new(""))
-                        .display();
-                    format!("opening the audit log {path}: {error}")
-                },
+                        .display()
+                )),
             )?;
             let config = args.into_config();
             runtime()?.block_on(async {
-                let running = crate::app::start(&config, crate::app::Mode::Serve, hardening)
-                    .await
-                    .map_err(|error| error.to_string())?;
+                let running =
+                    crate::app::start(&config, crate::app::Mode::Serve, hardening).await?;
                 running.run(crate::http::server::shutdown_signal()).await;
-                Ok::<(), String>(())
+                Ok::<(), CliError>(())
             })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Dev(args) => {
             crate::ops::logging::init(args.log_format, None)
-                .map_err(|error| format!("setting up logging: {error}"))?;
-            runtime()?
-                .block_on(crate::cmd::dev::run(args, hardening))
-                .map_err(|error| error.to_string())?;
+                .map_err(CliError::io("setting up logging"))?;
+            runtime()?.block_on(crate::cmd::dev::run(args, hardening))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Client(command) => runtime()?.block_on(client_command(command)),
         // Its own runtime, single-threaded, and none at all when it execs.
         Command::Run(args) => {
             let plan = args.plan()?;
-            let client = args.client.client().map_err(|error| error.to_string())?;
-            crate::cmd::run::run(&plan, &client).map_err(|error| format!("run: {error}"))
+            let client = args.client.client()?;
+            Ok(crate::cmd::run::run(&plan, &client)?)
         }
     }
 }
 
-async fn client_command(command: ClientCommand) -> Result<ExitCode, String> {
+async fn client_command(command: ClientCommand) -> Result<ExitCode, CliError> {
     let stdout = |bytes: &[u8]| {
         let mut out = std::io::stdout().lock();
         out.write_all(bytes)
             .and_then(|()| out.flush())
-            .map_err(|e| format!("writing stdout: {e}"))
+            .map_err(CliError::io("writing stdout"))
     };
     let print_json = |value: &serde_json::Value| {
         let text = serde_json::to_string_pretty(value).unwrap_or_default();
         stdout(format!("{text}\n").as_bytes())
     };
-    let problem = |error: ClientError| error.to_string();
     match command {
         ClientCommand::Put(args) => {
             let value = read_value(args.file.as_ref(), args.allow_empty)?;
@@ -624,33 +665,21 @@ async fn client_command(command: ClientCommand) -> Result<ExitCode, String> {
                 max_reads: args.max_reads,
                 content_type: args.content_type.as_deref(),
             };
-            let client = args.client.client().map_err(problem)?;
+            let client = args.client.client()?;
             let meta = client
                 .put(&args.key, Bytes::from_owner(value), &options)
-                .await
-                .map_err(problem)?;
+                .await?;
             print_json(&meta)?;
         }
         ClientCommand::Get(args) => {
-            let value = args
-                .client
-                .client()
-                .map_err(problem)?
-                .get(&args.key)
-                .await
-                .map_err(problem)?;
+            let value = args.client.client()?.get(&args.key).await?;
             stdout(&value)?;
         }
         ClientCommand::Rm(args) => {
-            args.client
-                .client()
-                .map_err(problem)?
-                .delete(&args.key)
-                .await
-                .map_err(problem)?;
+            args.client.client()?.delete(&args.key).await?;
         }
         ClientCommand::Ls(args) => {
-            let client = args.client.client().map_err(problem)?;
+            let client = args.client.client()?;
             let mut after: Option<String> = None;
             loop {
                 let page = client
@@ -659,8 +688,7 @@ async fn client_command(command: ClientCommand) -> Result<ExitCode, String> {
                         after.as_deref(),
                         Some(crate::http::api::MAX_LIST_LIMIT),
                     )
-                    .await
-                    .map_err(problem)?;
+                    .await?;
                 let mut lines = String::new();
                 for item in page["items"].as_array().into_iter().flatten() {
                     lines.push_str(&format!(
@@ -679,21 +707,20 @@ async fn client_command(command: ClientCommand) -> Result<ExitCode, String> {
             }
         }
         ClientCommand::Renew(args) => {
-            let client = args.client.client().map_err(problem)?;
-            print_json(&client.renew(&args.key, &args.ttl).await.map_err(problem)?)?;
+            let client = args.client.client()?;
+            print_json(&client.renew(&args.key, &args.ttl).await?)?;
         }
         ClientCommand::Push(args) => {
             let item = read_value(args.file.as_ref(), args.allow_empty)?;
-            let client = args.client.client().map_err(problem)?;
+            let client = args.client.client()?;
             let meta = client
                 .push(&args.key, Bytes::from_owner(item), args.ttl.as_deref())
-                .await
-                .map_err(problem)?;
+                .await?;
             print_json(&meta)?;
         }
         ClientCommand::Pop(args) => {
-            let client = args.client.client().map_err(problem)?;
-            stdout(&client.pop(&args.key, args.oldest).await.map_err(problem)?)?;
+            let client = args.client.client()?;
+            stdout(&client.pop(&args.key, args.oldest).await?)?;
         }
     }
     Ok(ExitCode::SUCCESS)
