@@ -14,10 +14,9 @@ use std::process::Command;
 
 use serde_json::Value;
 use tempfile::TempDir;
+use tmpvault::config::SnapshotSetting;
 use tmpvault::posture::harden::HardeningReport;
-use tmpvault::posture::selfcheck::{
-    self, Check, Context, Environment, Input, Report, SnapshotMode, Status,
-};
+use tmpvault::posture::selfcheck::{self, Check, Context, Environment, Input, Report, Status};
 use tmpvault::sys;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tmpvault");
@@ -81,7 +80,7 @@ fn input<'a>(scratch_dir: &'a Path, hardening: &'a HardeningReport) -> Input<'a>
         allow_root: true,
         tls_key_file: None,
         trusted_files: &[],
-        snapshot: SnapshotMode::Off,
+        snapshot: SnapshotSetting::Off,
         snapshot_key_file: None,
         max_memory: 256 * MIB,
         policy_present: false,
@@ -402,7 +401,7 @@ fn tls_key_file_modes() {
     );
 }
 
-fn snapshot_status(scratch: &Path, mode: SnapshotMode, key: Option<&Path>) -> Check {
+fn snapshot_status(scratch: &Path, mode: SnapshotSetting, key: Option<&Path>) -> Check {
     let hardening = HardeningReport::not_run();
     let with_snapshot = Input {
         snapshot: mode,
@@ -415,13 +414,13 @@ fn snapshot_status(scratch: &Path, mode: SnapshotMode, key: Option<&Path>) -> Ch
 #[test]
 fn snapshot_modes_off_and_plain() {
     let shm = shm_dir(0o700);
-    let off = snapshot_status(shm.path(), SnapshotMode::Off, None);
+    let off = snapshot_status(shm.path(), SnapshotSetting::Off, None);
     assert_eq!(
         (off.status, off.detail.as_str()),
         (Status::Pass, "snapshots off")
     );
     assert_eq!(
-        snapshot_status(shm.path(), SnapshotMode::Plain, None).status,
+        snapshot_status(shm.path(), SnapshotSetting::Plain, None).status,
         Status::Pass
     );
 
@@ -430,7 +429,7 @@ fn snapshot_modes_off_and_plain() {
         eprintln!("skipping the on-disk half: /var/tmp is a tmpfs here");
         return;
     }
-    let plain = snapshot_status(disk.path(), SnapshotMode::Plain, None);
+    let plain = snapshot_status(disk.path(), SnapshotSetting::Plain, None);
     assert_eq!(plain.status, Status::Fail);
     assert!(
         plain
@@ -444,7 +443,7 @@ fn snapshot_modes_off_and_plain() {
 fn encrypted_snapshot_keys() {
     let dir = shm_dir(0o700);
     let scratch = dir.path();
-    let encrypted = |key: Option<&Path>| snapshot_status(scratch, SnapshotMode::Encrypted, key);
+    let encrypted = |key: Option<&Path>| snapshot_status(scratch, SnapshotSetting::Encrypted, key);
 
     let no_file = encrypted(None);
     assert_eq!(no_file.status, Status::Fail);

@@ -60,8 +60,8 @@ pub(super) fn snapshot_key(
 ) -> Check {
     const ID: &str = "snapshot.key";
     match input.snapshot {
-        SnapshotMode::Off => Check::pass(ID, "snapshots off"),
-        SnapshotMode::Plain => match scratch_magic {
+        SnapshotSetting::Off => Check::pass(ID, "snapshots off"),
+        SnapshotSetting::Plain => match scratch_magic {
             Ok(magic) if *magic == TMPFS_MAGIC => {
                 Check::pass(ID, "plaintext snapshots, kept on the tmpfs scratch dir")
             }
@@ -74,7 +74,7 @@ pub(super) fn snapshot_key(
                 ),
             ),
         },
-        SnapshotMode::Encrypted => match input.snapshot_key_file {
+        SnapshotSetting::Encrypted => match input.snapshot_key_file {
             None => Check::fail(
                 ID,
                 "--snapshot encrypted needs --snapshot-key-file (make one with tmpvault keygen \

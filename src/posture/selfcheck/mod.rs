@@ -23,7 +23,7 @@ use zeroize::Zeroizing;
 use std::sync::Arc;
 
 use crate::access::reload::ReloadStatus;
-use crate::config::ServeConfig;
+use crate::config::{ServeConfig, SnapshotSetting};
 use crate::posture::harden::{HardeningReport, MemoryLock, StepOutcome};
 use crate::sys::{self, SeccompMode, TMPFS_MAGIC};
 
@@ -135,9 +135,6 @@ pub enum Context {
     Selfcheck,
 }
 
-/// The `--snapshot` setting, as the configuration spells it.
-pub use crate::config::SnapshotSetting as SnapshotMode;
-
 /// What the self-check needs to know about the configuration.
 #[derive(Clone, Debug)]
 pub struct Input<'a> {
@@ -156,7 +153,7 @@ pub struct Input<'a> {
     /// decide who the server trusts ([`crate::tls::trusted`]).
     pub trusted_files: &'a [crate::tls::trusted::TrustedFile],
     /// `--snapshot`.
-    pub snapshot: SnapshotMode,
+    pub snapshot: SnapshotSetting,
     /// `--snapshot-key-file`, if any.
     pub snapshot_key_file: Option<&'a Path>,
     /// The store's memory budget in bytes (`--max-memory`).
