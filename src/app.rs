@@ -110,22 +110,8 @@ pub async fn start(
     );
     let report = checks.run();
     eprint!("{}", report.render_table());
-    if mode == Mode::Serve && !report.passes(config.strict) {
-        let worst = report.status;
-        return Err(AppError::SelfCheck {
-            verdict: if worst == selfcheck::Status::Fail {
-                "failed"
-            } else {
-                "warned"
-            },
-            checks: report
-                .checks
-                .iter()
-                .filter(|check| check.status == worst)
-                .map(|check| check.id)
-                .collect::<Vec<_>>()
-                .join(", "),
-        });
+    if mode == Mode::Serve {
+        passes(&report, config.strict)?;
     }
     let store = Store::new(config.max_memory);
     let access = Arc::new(Access {
@@ -145,18 +131,18 @@ pub async fn start(
         None => None,
     };
     let ops = match config.ops_listen {
-        Some(addr) => {
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|source| AppError::OpsBind { addr, source })?;
-            let ops = Arc::new(Ops {
-                health: Arc::clone(&health),
-                store,
-                persistence,
-                selfcheck: checks,
-            });
-            Some((listener, ops))
-        }
+        Some(addr) => Some(
+            bind_ops(
+                addr,
+                Ops {
+                    health: Arc::clone(&health),
+                    store,
+                    persistence,
+                    selfcheck: checks,
+                },
+            )
+            .await?,
+        ),
         None => None,
     };
     let server = Server::bind(config.listen, tls, api, config.limits.clone(), health).await?;
@@ -187,6 +173,37 @@ pub async fn start(
         // reload just before that is harmless.
         reloader: Some((reloader, config.reload_interval)),
     })
+}
+
+/// `serve` starts only on a report that passes (`--strict`: without
+/// warnings either); the error names the checks that stopped it.
+fn passes(report: &selfcheck::Report, strict: bool) -> Result<(), AppError> {
+    if report.passes(strict) {
+        return Ok(());
+    }
+    let worst = report.status;
+    Err(AppError::SelfCheck {
+        verdict: if worst == selfcheck::Status::Fail {
+            "failed"
+        } else {
+            "warned"
+        },
+        checks: report
+            .checks
+            .iter()
+            .filter(|check| check.status == worst)
+            .map(|check| check.id)
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
+}
+
+/// The ops listener, bound (it is served once the service runs).
+async fn bind_ops(addr: SocketAddr, ops: Ops) -> Result<(TcpListener, Arc<Ops>), AppError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| AppError::OpsBind { addr, source })?;
+    Ok((listener, Arc::new(ops)))
 }
 
 impl Running {

@@ -39,20 +39,22 @@ use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper::{Request, Version};
+use hyper::{Request, Response, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use rustls::pki_types::CertificateDer;
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use crate::access::audit::{self, AuditInfo};
 use crate::config::Limits;
-use crate::http::admission::{Activity, Admission, Delivery, Expired};
-use crate::http::api::{route_template, Api};
+use crate::http::admission::{Activity, Admission, Delivery, Expired, Slot};
+use crate::http::api::{route_template, Api, ResponseBody};
 use crate::http::counters::RequestCounters;
 use crate::http::early::Drained;
 use crate::http::h2guard::H2Guard;
@@ -432,7 +434,22 @@ struct Connection {
 }
 
 impl Connection {
-    async fn serve(mut self, tcp: TcpStream, peer: SocketAddr, acceptor: TlsAcceptor) {
+    /// The TLS handshake, under its deadline and the handshake allowance
+    /// (a newer handshake from the same address may evict this one): the
+    /// stream, the client's chain (kept to check it again after a client
+    /// CA reload), its identity, and the handshake slot, held until the
+    /// connection has a place. `None` when the connection is over.
+    async fn handshake(
+        &self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        acceptor: TlsAcceptor,
+    ) -> Option<(
+        TlsStream<TcpStream>,
+        Vec<CertificateDer<'static>>,
+        Identity,
+        Slot,
+    )> {
         // Small responses must not wait for Nagle.
         let _ = tcp.set_nodelay(true);
         let slot = self.admission.begin_handshake(peer.ip());
@@ -442,7 +459,7 @@ impl Connection {
             () = slot.evicted() => {
                 self.health.handshakes_evicted.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%peer, "TLS handshake ended to let a newer one in");
-                return;
+                return None;
             }
         };
         let tls = match handshake {
@@ -452,14 +469,14 @@ impl Connection {
                     .handshake_failures
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%peer, %error, "TLS handshake failed");
-                return;
+                return None;
             }
             Err(_) => {
                 self.health
                     .handshake_failures
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%peer, "TLS handshake timed out");
-                return;
+                return None;
             }
         };
         let session = tls.get_ref().1;
@@ -480,9 +497,16 @@ impl Connection {
             // The verifier has already refused such a certificate.
             Some(Err(error)) => {
                 tracing::debug!(%peer, %error, "client certificate names no identity");
-                return;
+                return None;
             }
             None => Arc::from(identity::ANONYMOUS),
+        };
+        Some((tls, chain, identity, slot))
+    }
+
+    async fn serve(mut self, tcp: TcpStream, peer: SocketAddr, acceptor: TlsAcceptor) {
+        let Some((tls, chain, identity, slot)) = self.handshake(tcp, peer, acceptor).await else {
+            return;
         };
         // For the log line if a CA reload (or a flood) closes this connection.
         let named = Arc::clone(&identity);
@@ -523,56 +547,7 @@ impl Connection {
         });
         let service = service_fn(move |request: Request<Incoming>| {
             let context = Arc::clone(&context);
-            async move {
-                let RequestContext {
-                    api,
-                    health,
-                    identity,
-                    max_header_bytes,
-                    activity,
-                } = &*context;
-                let flight = activity.begin();
-                let started = Instant::now();
-                let request_id = audit::next_request_id();
-                let method = request.method().clone();
-                let route = route_template(request.uri().path());
-                // Over HTTP/2 a body the handler does not read to its end is
-                // drained, so an early answer is not lost (`early`).
-                let http2 = request.version() == Version::HTTP_2;
-                let request = request.map(|body| Drained::new(body, http2));
-                let refused = if health.stopped.load(Ordering::Acquire) {
-                    // On a connection still open after the drain: the store
-                    // is about to be snapshotted and wiped, so nothing new
-                    // is taken on. (During the drain, requests are served.)
-                    Some(ApiError::Unavailable("the server is shutting down"))
-                } else if http2 && header_bytes(&request) > *max_header_bytes {
-                    Some(ApiError::HeadersTooLarge {
-                        limit: *max_header_bytes,
-                    })
-                } else {
-                    None
-                };
-                let (mut response, info) = match refused {
-                    Some(error) => (error.into_response(), AuditInfo::default()),
-                    None => api.handle(identity, request).await,
-                };
-                let status = response.status().as_u16();
-                health.requests.record(route, status);
-                audit::emit(&audit::Record {
-                    request_id,
-                    identity,
-                    method: method.as_str(),
-                    route,
-                    info: &info,
-                    status,
-                    bytes_out: response.body().size_hint().exact().unwrap_or(0),
-                    latency_us: started.elapsed().as_micros() as u64,
-                });
-                if let Ok(value) = HeaderValue::from_bytes(&audit::request_id_hex(request_id)) {
-                    response.headers_mut().insert(REQUEST_ID, value);
-                }
-                Ok::<_, Infallible>(response.map(|body| Delivery::new(body, flight)))
-            }
+            async move { Ok::<_, Infallible>(context.answer(request).await) }
         });
         let connection = self.builder.serve_connection(io, service).into_owned();
         tokio::pin!(connection);
@@ -649,6 +624,63 @@ struct RequestContext {
     identity: Identity,
     max_header_bytes: usize,
     activity: Arc<Activity>,
+}
+
+impl RequestContext {
+    /// One request, start to end: refused after the drain or for an
+    /// HTTP/2 header list over the limit, else handled; counted, audited,
+    /// and given its request id. The body is delivered under the
+    /// connection's response deadline.
+    async fn answer(&self, request: Request<Incoming>) -> Response<Delivery<ResponseBody>> {
+        let RequestContext {
+            api,
+            health,
+            identity,
+            max_header_bytes,
+            activity,
+        } = self;
+        let flight = activity.begin();
+        let started = Instant::now();
+        let request_id = audit::next_request_id();
+        let method = request.method().clone();
+        let route = route_template(request.uri().path());
+        // Over HTTP/2 a body the handler does not read to its end is
+        // drained, so an early answer is not lost (`early`).
+        let http2 = request.version() == Version::HTTP_2;
+        let request = request.map(|body| Drained::new(body, http2));
+        let refused = if health.stopped.load(Ordering::Acquire) {
+            // On a connection still open after the drain: the store
+            // is about to be snapshotted and wiped, so nothing new
+            // is taken on. (During the drain, requests are served.)
+            Some(ApiError::Unavailable("the server is shutting down"))
+        } else if http2 && header_bytes(&request) > *max_header_bytes {
+            Some(ApiError::HeadersTooLarge {
+                limit: *max_header_bytes,
+            })
+        } else {
+            None
+        };
+        let (mut response, info) = match refused {
+            Some(error) => (error.into_response(), AuditInfo::default()),
+            None => api.handle(identity, request).await,
+        };
+        let status = response.status().as_u16();
+        health.requests.record(route, status);
+        audit::emit(&audit::Record {
+            request_id,
+            identity,
+            method: method.as_str(),
+            route,
+            info: &info,
+            status,
+            bytes_out: response.body().size_hint().exact().unwrap_or(0),
+            latency_us: started.elapsed().as_micros() as u64,
+        });
+        if let Ok(value) = HeaderValue::from_bytes(&audit::request_id_hex(request_id)) {
+            response.headers_mut().insert(REQUEST_ID, value);
+        }
+        response.map(|body| Delivery::new(body, flight))
+    }
 }
 
 /// An HTTP/2 request's header list size as RFC 9113 §6.5.2 counts it

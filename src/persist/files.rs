@@ -67,3 +67,18 @@ pub(super) fn file_len(file: &File, path: &Path) -> Result<u64, PersistenceError
         .map(|metadata| metadata.len())
         .map_err(io_error("reading", path))
 }
+
+impl Files {
+    /// Removes the temp files an interrupted write left behind.
+    pub(super) fn remove_temps(&self) {
+        for temp in &self.temps {
+            match fs::remove_file(temp) {
+                Ok(()) => tracing::info!(
+                    file = %temp.display(),
+                    "removed a temp file left by an interrupted write"
+                ),
+                Err(error) => tracing::warn!(file = %temp.display(), %error, "could not remove"),
+            }
+        }
+    }
+}

@@ -102,24 +102,36 @@ pub(super) fn format_error(
     }
 }
 
-pub(super) fn load(files: &Files, key: Option<&SnapshotKey>) -> Result<Loaded, PersistenceError> {
-    let mut replay = Replay::default();
-    let mut snapshot_generation = None;
-    if let Some(path) = &files.snapshot {
-        let file = open_scratch(OpenOptions::new().read(true), "opening", path)?;
-        let len = file_len(&file, path)?;
-        let contents = snapshot::read_snapshot(file, len, key)
-            .map_err(format_error(FileKind::Snapshot, path))?;
-        snapshot_generation = Some(contents.header.generation);
-        for record in contents.records {
-            replay
-                .insert_snapshot(record)
-                .map_err(|reason| PersistenceError::Inconsistent {
-                    path: path.display().to_string(),
-                    reason,
-                })?;
-        }
+/// The snapshot, if there is one, into `replay`; its generation.
+fn load_snapshot(
+    files: &Files,
+    key: Option<&SnapshotKey>,
+    replay: &mut Replay,
+) -> Result<Option<u64>, PersistenceError> {
+    let Some(path) = &files.snapshot else {
+        return Ok(None);
+    };
+    let file = open_scratch(OpenOptions::new().read(true), "opening", path)?;
+    let len = file_len(&file, path)?;
+    let contents =
+        snapshot::read_snapshot(file, len, key).map_err(format_error(FileKind::Snapshot, path))?;
+    for record in contents.records {
+        replay
+            .insert_snapshot(record)
+            .map_err(|reason| PersistenceError::Inconsistent {
+                path: path.display().to_string(),
+                reason,
+            })?;
     }
+    Ok(Some(contents.header.generation))
+}
+
+/// The journals to replay, oldest first, after checking that the first
+/// of them is the one the files need.
+fn journals_to_read(
+    files: &Files,
+    snapshot_generation: Option<u64>,
+) -> Result<Vec<(u64, &PathBuf)>, PersistenceError> {
     // The journals that follow the snapshot (all of them without one); the
     // older ones were folded into it and are removed after the next snapshot.
     let first = snapshot_generation.or_else(|| files.journals.keys().next().copied());
@@ -133,24 +145,33 @@ pub(super) fn load(files: &Files, key: Option<&SnapshotKey>) -> Result<Loaded, P
     };
     match (&files.snapshot, snapshot_generation, wanted.first()) {
         (Some(path), Some(first), found) if found.map(|(g, _)| *g) != Some(first) => {
-            return Err(PersistenceError::Inconsistent {
+            Err(PersistenceError::Inconsistent {
                 path: path.display().to_string(),
                 reason: format!(
                     "the snapshot is followed by journal {}, which is missing",
                     journal_name(first)
                 ),
-            });
+            })
         }
         // Only the very first journal (a crash before the first snapshot
         // was renamed into place) may be there without a snapshot.
         (None, _, Some((generation, path))) if *generation != 1 => {
-            return Err(PersistenceError::Inconsistent {
+            Err(PersistenceError::Inconsistent {
                 path: path.display().to_string(),
                 reason: format!("it continues a snapshot, and {SNAPSHOT_FILE} is missing"),
-            });
+            })
         }
-        _ => {}
+        _ => Ok(wanted),
     }
+}
+
+/// Reads the snapshot and the journals after it into one replay, checking
+/// that no journal is missing, renamed, cut short or added to; a torn last
+/// record (a kill mid-append, never acknowledged) is cut off.
+pub(super) fn load(files: &Files, key: Option<&SnapshotKey>) -> Result<Loaded, PersistenceError> {
+    let mut replay = Replay::default();
+    let snapshot_generation = load_snapshot(files, key, &mut replay)?;
+    let wanted = journals_to_read(files, snapshot_generation)?;
     // The previous journal read: its path, its complete frames, and where
     // its torn end starts if it has one.
     let mut previous: Option<(&PathBuf, u64, Option<u64>)> = None;

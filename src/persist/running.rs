@@ -72,54 +72,60 @@ pub async fn start(
     Ok(persistence)
 }
 
+/// The key of encrypted snapshots; for plain ones, the check that the
+/// directory is a tmpfs.
+fn snapshot_key(settings: &Settings, dir: &Path) -> Result<Option<SnapshotKey>, PersistenceError> {
+    match settings.mode {
+        SnapshotSetting::Encrypted => {
+            let path = settings.key_file.as_deref().ok_or_else(|| {
+                PersistenceError::Key(KeyFileError::NotAKey {
+                    path: "(none)".into(),
+                    size: "nothing: --snapshot-key-file is not set".into(),
+                })
+            })?;
+            Ok(Some(SnapshotKey::load(path)?))
+        }
+        _ => {
+            // The self-check refuses this too; a second look costs
+            // nothing, and `dev`-mode callers do not stop on a failed check.
+            if crate::sys::fs_magic(dir).ok() != Some(crate::sys::TMPFS_MAGIC) {
+                return Err(PersistenceError::PlainOutsideTmpfs {
+                    dir: dir.display().to_string(),
+                });
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// The lock that keeps a second server off the same directory.
+fn lock_dir(dir: &Path) -> Result<Flock<File>, PersistenceError> {
+    let lock_path = dir.join(LOCK_FILE);
+    let lock_file = open_scratch(
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600),
+        "opening",
+        &lock_path,
+    )?;
+    Flock::lock(lock_file, FlockArg::LockExclusiveNonblock).map_err(|_| PersistenceError::Locked {
+        dir: dir.display().to_string(),
+    })
+}
+
 impl Persistence {
     /// Restores `store` and takes the first snapshot; see [`start`].
     pub fn open(settings: Settings, store: &Store) -> Result<Persistence, PersistenceError> {
+        let key = snapshot_key(&settings, &settings.dir)?;
         let dir = settings.dir;
         let shown = dir.display().to_string();
-        let key = match settings.mode {
-            SnapshotSetting::Encrypted => {
-                let path = settings.key_file.as_deref().ok_or_else(|| {
-                    PersistenceError::Key(KeyFileError::NotAKey {
-                        path: "(none)".into(),
-                        size: "nothing: --snapshot-key-file is not set".into(),
-                    })
-                })?;
-                Some(SnapshotKey::load(path)?)
-            }
-            _ => {
-                // The self-check refuses this too; a second look costs
-                // nothing, and `dev`-mode callers do not stop on a failed check.
-                if crate::sys::fs_magic(&dir).ok() != Some(crate::sys::TMPFS_MAGIC) {
-                    return Err(PersistenceError::PlainOutsideTmpfs { dir: shown });
-                }
-                None
-            }
-        };
-        let lock_path = dir.join(LOCK_FILE);
-        let lock_file = open_scratch(
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600),
-            "opening",
-            &lock_path,
-        )?;
-        let lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock)
-            .map_err(|_| PersistenceError::Locked { dir: shown.clone() })?;
+        let lock = lock_dir(&dir)?;
 
         let files = Files::scan(&dir)?;
-        for temp in &files.temps {
-            match fs::remove_file(temp) {
-                Ok(()) => tracing::info!(
-                    file = %temp.display(),
-                    "removed a temp file left by an interrupted write"
-                ),
-                Err(error) => tracing::warn!(file = %temp.display(), %error, "could not remove"),
-            }
-        }
+        files.remove_temps();
         let started = Instant::now();
         let loaded = match load(&files, key.as_ref()) {
             Ok(loaded) => loaded,
