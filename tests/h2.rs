@@ -473,3 +473,100 @@ async fn responses_that_make_no_progress_end_at_the_deadline_and_stay_charged_un
     }
     server.stop().await;
 }
+
+/// How a response header block represents its fields (RFC 7541 §6):
+/// (indexed, with incremental indexing, without indexing, never indexed).
+fn representations(block: &[u8]) -> [usize; 4] {
+    fn integer(block: &[u8], at: &mut usize, prefix_bits: u32) -> usize {
+        let max = (1usize << prefix_bits) - 1;
+        let mut value = usize::from(block[*at]) & max;
+        *at += 1;
+        if value == max {
+            let mut shift = 0;
+            loop {
+                let byte = block[*at];
+                *at += 1;
+                value += usize::from(byte & 0x7f) << shift;
+                shift += 7;
+                if byte & 0x80 == 0 {
+                    break;
+                }
+            }
+        }
+        value
+    }
+    fn skip_string(block: &[u8], at: &mut usize) {
+        let len = integer(block, at, 7);
+        *at += len;
+    }
+    let mut counts = [0; 4];
+    let mut at = 0;
+    while at < block.len() {
+        let first = block[at];
+        let (kind, prefix_bits) = match first {
+            _ if first & 0x80 != 0 => (0, 7),
+            _ if first & 0xc0 == 0x40 => (1, 6),
+            _ if first & 0xe0 == 0x20 => {
+                integer(block, &mut at, 5); // a table size update
+                continue;
+            }
+            _ if first & 0xf0 == 0x10 => (3, 4),
+            _ => (2, 4),
+        };
+        counts[kind] += 1;
+        let name = integer(block, &mut at, prefix_bits);
+        if kind != 0 {
+            if name == 0 {
+                skip_string(block, &mut at);
+            }
+            skip_string(block, &mut at);
+        }
+    }
+    counts
+}
+
+/// Values that differ from answer to answer (the request id, reads left)
+/// are sent as never-indexed literals, so they stay out of the
+/// connection's HPACK table; the headers that repeat are then found in it.
+#[tokio::test(flavor = "multi_thread")]
+async fn per_answer_headers_stay_out_of_the_hpack_table() {
+    use common::h2raw::{self, flag, hpack, kind, H2Raw};
+    let server = TestServer::start().await;
+    let options = tmpvault::cmd::client::PutOptions {
+        ttl: None,
+        max_reads: Some(5),
+        content_type: None,
+    };
+    server
+        .client
+        .put("once", Bytes::from_static(b"s3cr3t"), &options)
+        .await
+        .unwrap();
+    let mut raw = H2Raw::connect(server.addr, &server.client_files, &[]).await;
+    let mut seen = Vec::new();
+    for stream in [1u32, 3, 5] {
+        let block = hpack::request("GET", "/v1/secrets/once");
+        raw.send(&h2raw::headers(stream, &block, true, true))
+            .await
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + ANSWER_WITHIN;
+        loop {
+            let frame = raw.reader.next(deadline).await.unwrap();
+            if frame.kind == kind::HEADERS && frame.stream == stream {
+                assert_ne!(frame.flags & flag::END_HEADERS, 0);
+                seen.push(representations(&frame.payload));
+                break;
+            }
+        }
+    }
+    // x-request-id and x-tmpvault-reads-left, in every answer.
+    for counts in &seen {
+        assert_eq!(counts[3], 2, "never-indexed fields: {seen:?}");
+    }
+    // By the third answer nothing but the `date` may still be new to the
+    // table: content-type, cache-control, the expiry and nosniff are
+    // indexed references.
+    assert!(seen[2][1] <= 1, "fields added to the table: {seen:?}");
+    drop(raw);
+    server.stop().await;
+}

@@ -54,7 +54,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::access::audit::{self, AuditInfo};
 use crate::config::Limits;
 use crate::http::admission::{Activity, Admission, Delivery, Expired, Slot};
-use crate::http::api::{route_template, Api, ResponseBody};
+use crate::http::api::{route_template, unindexed, Api, ResponseBody};
 use crate::http::counters::RequestCounters;
 use crate::http::early::Drained;
 use crate::http::h2guard::H2Guard;
@@ -677,7 +677,7 @@ impl RequestContext {
             latency_us: started.elapsed().as_micros() as u64,
         });
         if let Ok(value) = HeaderValue::from_bytes(&audit::request_id_hex(request_id)) {
-            response.headers_mut().insert(REQUEST_ID, value);
+            response.headers_mut().insert(REQUEST_ID, unindexed(value));
         }
         response.map(|body| Delivery::new(body, flight))
     }

@@ -34,6 +34,22 @@ pub(super) fn rfc3339(time: SystemTime) -> crate::text::timefmt::Rfc3339 {
     crate::text::timefmt::rfc3339(time, crate::text::timefmt::Fraction::Millis)
 }
 
+/// A header value that differs from answer to answer (the request id,
+/// reads or items left), marked so that HTTP/2's HPACK encoder writes it as
+/// a never-indexed literal and keeps it out of the connection's dynamic
+/// table. Indexed, every new value is inserted, later evicted, and first
+/// compared with each earlier value of its name still in the table: with
+/// `x-request-id` that was a third of the encoder's time (memcmp and the
+/// table's chain walk, docs/BENCHMARKS.md), and it pushed out the headers
+/// that do repeat (`cache-control`, `content-type`,
+/// `x-content-type-options`). HTTP/1.1 ignores the mark. h2 already treats
+/// `etag`, `content-length` and `location` this way. A secret's expiry
+/// stays indexed: a client reads the same few secrets again and again.
+pub fn unindexed(mut value: HeaderValue) -> HeaderValue {
+    value.set_sensitive(true);
+    value
+}
+
 pub(super) fn etag(revision: u64) -> HeaderValue {
     // `"<hex>"` without leading zeros, formed on the stack: the header
     // value is then the only allocation.
@@ -141,7 +157,7 @@ pub(super) fn secret_headers(headers: &mut HeaderMap, meta: &Meta) {
         headers.insert(EXPIRES_AT, value);
     }
     if let Some(left) = meta.reads_left {
-        headers.insert(READS_LEFT, HeaderValue::from(left));
+        headers.insert(READS_LEFT, unindexed(HeaderValue::from(left)));
     }
 }
 

@@ -43,7 +43,7 @@ impl Api {
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(DEFAULT_CONTENT_TYPE));
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        headers.insert(ITEMS_LEFT, HeaderValue::from(left));
+        headers.insert(ITEMS_LEFT, unindexed(HeaderValue::from(left)));
         Ok(response)
     }
 }
