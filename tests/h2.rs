@@ -474,57 +474,6 @@ async fn responses_that_make_no_progress_end_at_the_deadline_and_stay_charged_un
     server.stop().await;
 }
 
-/// How a response header block represents its fields (RFC 7541 §6):
-/// (indexed, with incremental indexing, without indexing, never indexed).
-fn representations(block: &[u8]) -> [usize; 4] {
-    fn integer(block: &[u8], at: &mut usize, prefix_bits: u32) -> usize {
-        let max = (1usize << prefix_bits) - 1;
-        let mut value = usize::from(block[*at]) & max;
-        *at += 1;
-        if value == max {
-            let mut shift = 0;
-            loop {
-                let byte = block[*at];
-                *at += 1;
-                value += usize::from(byte & 0x7f) << shift;
-                shift += 7;
-                if byte & 0x80 == 0 {
-                    break;
-                }
-            }
-        }
-        value
-    }
-    fn skip_string(block: &[u8], at: &mut usize) {
-        let len = integer(block, at, 7);
-        *at += len;
-    }
-    let mut counts = [0; 4];
-    let mut at = 0;
-    while at < block.len() {
-        let first = block[at];
-        let (kind, prefix_bits) = match first {
-            _ if first & 0x80 != 0 => (0, 7),
-            _ if first & 0xc0 == 0x40 => (1, 6),
-            _ if first & 0xe0 == 0x20 => {
-                integer(block, &mut at, 5); // a table size update
-                continue;
-            }
-            _ if first & 0xf0 == 0x10 => (3, 4),
-            _ => (2, 4),
-        };
-        counts[kind] += 1;
-        let name = integer(block, &mut at, prefix_bits);
-        if kind != 0 {
-            if name == 0 {
-                skip_string(block, &mut at);
-            }
-            skip_string(block, &mut at);
-        }
-    }
-    counts
-}
-
 /// Values that differ from answer to answer (the request id, reads left)
 /// are sent as never-indexed literals, so they stay out of the
 /// connection's HPACK table; the headers that repeat are then found in it.
@@ -554,7 +503,7 @@ async fn per_answer_headers_stay_out_of_the_hpack_table() {
             let frame = raw.reader.next(deadline).await.unwrap();
             if frame.kind == kind::HEADERS && frame.stream == stream {
                 assert_ne!(frame.flags & flag::END_HEADERS, 0);
-                seen.push(representations(&frame.payload));
+                seen.push(hpack::representations(&frame.payload));
                 break;
             }
         }

@@ -735,4 +735,32 @@ mod tests {
     fn command_line_is_consistent() {
         Cli::command().debug_assert();
     }
+
+    /// The flags' defaults (clap needs them as text) are the named ones
+    /// `ServeConfig::new` uses: a default changed in one place only fails
+    /// here.
+    #[test]
+    fn serve_flags_default_to_the_named_defaults() {
+        let cli = Cli::try_parse_from([
+            "tmpvault",
+            "serve",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--client-ca",
+            "ca.pem",
+        ])
+        .expect("serve with only the required flags");
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve");
+        };
+        let from_flags = args.into_config();
+        let named = ServeConfig::new(
+            from_flags.listen,
+            from_flags.scratch_dir.clone(),
+            from_flags.tls.clone(),
+        );
+        assert_eq!(format!("{from_flags:?}"), format!("{named:?}"));
+    }
 }

@@ -60,15 +60,7 @@ impl Files {
             }
         }
     }
-}
 
-pub(super) fn file_len(file: &File, path: &Path) -> Result<u64, PersistenceError> {
-    file.metadata()
-        .map(|metadata| metadata.len())
-        .map_err(io_error("reading", path))
-}
-
-impl Files {
     /// Removes the temp files an interrupted write left behind.
     pub(super) fn remove_temps(&self) {
         for temp in &self.temps {
@@ -81,4 +73,10 @@ impl Files {
             }
         }
     }
+}
+
+pub(super) fn file_len(file: &File, path: &Path) -> Result<u64, PersistenceError> {
+    file.metadata()
+        .map(|metadata| metadata.len())
+        .map_err(io_error("reading", path))
 }

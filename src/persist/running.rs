@@ -74,7 +74,8 @@ pub async fn start(
 
 /// The key of encrypted snapshots; for plain ones, the check that the
 /// directory is a tmpfs.
-fn snapshot_key(settings: &Settings, dir: &Path) -> Result<Option<SnapshotKey>, PersistenceError> {
+fn snapshot_key(settings: &Settings) -> Result<Option<SnapshotKey>, PersistenceError> {
+    let dir = &settings.dir;
     match settings.mode {
         SnapshotSetting::Encrypted => {
             let path = settings.key_file.as_deref().ok_or_else(|| {
@@ -119,7 +120,7 @@ fn lock_dir(dir: &Path) -> Result<Flock<File>, PersistenceError> {
 impl Persistence {
     /// Restores `store` and takes the first snapshot; see [`start`].
     pub fn open(settings: Settings, store: &Store) -> Result<Persistence, PersistenceError> {
-        let key = snapshot_key(&settings, &settings.dir)?;
+        let key = snapshot_key(&settings)?;
         let dir = settings.dir;
         let shown = dir.display().to_string();
         let lock = lock_dir(&dir)?;

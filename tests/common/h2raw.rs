@@ -2,7 +2,8 @@
 //! test can send what no well-behaved client would), frames read back with
 //! a deadline on every read, and a minimal HPACK encoder (literals without
 //! indexing, no Huffman; plus the two representations a header bomb needs).
-//! Responses are not HPACK-decoded: tests look at frame types, RST_STREAM
+//! Responses are not HPACK-decoded (only how their fields are represented,
+//! [`hpack::representations`]): tests look at frame types, RST_STREAM
 //! and GOAWAY codes, and DATA payloads. For a well-behaved HTTP/2 client,
 //! [`H2Client`] uses the h2 crate.
 
@@ -127,7 +128,8 @@ pub fn continuation(stream: u32, block: &[u8], end_headers: bool) -> Vec<u8> {
     frame(kind::CONTINUATION, flags, stream, block)
 }
 
-/// The smallest HPACK encoder the tests need.
+/// The smallest HPACK encoder the tests need, and a reader of how an
+/// answer's fields are represented (not their names or values).
 pub mod hpack {
     /// An integer with an `prefix_bits`-bit prefix; `first` holds the
     /// representation's pattern bits (RFC 7541 §5.1).
@@ -172,6 +174,57 @@ pub mod hpack {
     /// A reference to table entry `index`.
     pub fn indexed(index: usize) -> Vec<u8> {
         integer(7, 0x80, index)
+    }
+
+    /// How a response header block represents its fields (RFC 7541 §6):
+    /// (indexed, with incremental indexing, without indexing, never indexed).
+    pub fn representations(block: &[u8]) -> [usize; 4] {
+        fn read_integer(block: &[u8], at: &mut usize, prefix_bits: u32) -> usize {
+            let max = (1usize << prefix_bits) - 1;
+            let mut value = usize::from(block[*at]) & max;
+            *at += 1;
+            if value == max {
+                let mut shift = 0;
+                loop {
+                    let byte = block[*at];
+                    *at += 1;
+                    value += usize::from(byte & 0x7f) << shift;
+                    shift += 7;
+                    if byte & 0x80 == 0 {
+                        break;
+                    }
+                }
+            }
+            value
+        }
+        fn skip_string(block: &[u8], at: &mut usize) {
+            let len = read_integer(block, at, 7);
+            *at += len;
+        }
+        let mut counts = [0; 4];
+        let mut at = 0;
+        while at < block.len() {
+            let first = block[at];
+            let (kind, prefix_bits) = match first {
+                _ if first & 0x80 != 0 => (0, 7),
+                _ if first & 0xc0 == 0x40 => (1, 6),
+                _ if first & 0xe0 == 0x20 => {
+                    read_integer(block, &mut at, 5); // a table size update
+                    continue;
+                }
+                _ if first & 0xf0 == 0x10 => (3, 4),
+                _ => (2, 4),
+            };
+            counts[kind] += 1;
+            let name = read_integer(block, &mut at, prefix_bits);
+            if kind != 0 {
+                if name == 0 {
+                    skip_string(block, &mut at);
+                }
+                skip_string(block, &mut at);
+            }
+        }
+        counts
     }
 
     /// The pseudo-headers of a request.
