@@ -10,7 +10,10 @@
 use std::hint::black_box;
 use std::time::Duration;
 
+use clap::ValueEnum as _;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
+use tmpvault::config::SecretArena;
+use tmpvault::store::arena::{self, ArenaSize};
 use tmpvault::store::key::Key;
 use tmpvault::store::secret::SecretBytes;
 use tmpvault::store::{Precondition, PutOptions, Store};
@@ -50,7 +53,7 @@ fn filled(count: usize) -> (Store, Vec<Key>) {
         store
             .put(
                 key,
-                SecretBytes::copy_from(&[7; 32]),
+                SecretBytes::copy_from(&[7; 32]).expect("room in the arena"),
                 options(Duration::from_secs(3600)),
             )
             .expect("the put fits the budget");
@@ -79,7 +82,7 @@ fn insert(c: &mut Criterion) {
                     store
                         .put(
                             key,
-                            SecretBytes::copy_from(&value),
+                            SecretBytes::copy_from(&value).expect("room in the arena"),
                             options(Duration::from_secs(3600)),
                         )
                         .expect("the put fits the budget")
@@ -123,7 +126,7 @@ fn expire(c: &mut Criterion) {
                         store
                             .put(
                                 &key(index),
-                                SecretBytes::copy_from(&[7; 32]),
+                                SecretBytes::copy_from(&[7; 32]).expect("room in the arena"),
                                 options(Duration::from_secs(1)),
                             )
                             .expect("the put fits the budget");
@@ -162,7 +165,19 @@ fn list(c: &mut Criterion) {
     group.finish();
 }
 
+/// Values go to the secret arena as in `serve` (`--secret-arena auto`), or
+/// where `TMPVAULT_SECRET_ARENA` says (`heap` for the numbers without it).
+fn install_arena() {
+    let setting = std::env::var("TMPVAULT_SECRET_ARENA")
+        .ok()
+        .and_then(|raw| SecretArena::from_str(&raw, true).ok())
+        .unwrap_or_default();
+    let report = arena::install(setting, ArenaSize::for_process(1 << 30, 64 << 10));
+    eprintln!("secret arena: {} of {} bytes", report.mode, report.capacity);
+}
+
 fn short() -> Criterion {
+    install_arena();
     Criterion::default()
         .measurement_time(Duration::from_secs(2))
         .warm_up_time(Duration::from_millis(500))

@@ -17,6 +17,7 @@ use crate::http::server::{Health, Server, ServerError};
 use crate::ops::Ops;
 use crate::posture::harden::HardeningReport;
 use crate::posture::selfcheck::{self, Context, SelfcheckInputs};
+use crate::store::arena::ArenaSize;
 use crate::store::Store;
 use crate::tls::{self, TlsError};
 use arc_swap::ArcSwapOption;
@@ -102,10 +103,17 @@ pub async fn start(
     let tls = tls::server_tls(&config.tls, config.client_eku_required)?;
     let policy = config.policy.as_deref().map(Policy::load).transpose()?;
     let reload_status = Arc::new(ReloadStatus::default());
+    // Before the store, the snapshot and the listener: every value, restored
+    // or received, goes to the arena.
+    let arena = crate::store::arena::install(
+        config.secret_arena,
+        ArenaSize::for_process(config.max_memory, config.api.max_value_bytes),
+    );
     let checks = SelfcheckInputs::new(
         config,
         mode.context(),
         hardening,
+        arena.clone(),
         Arc::clone(&reload_status),
     );
     let report = checks.run();

@@ -124,6 +124,21 @@ pub enum SnapshotSetting {
     Encrypted,
 }
 
+/// Where stored values live (`--secret-arena`; see [`crate::store::arena`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SecretArena {
+    /// The best the kernel and the limits allow: memfd_secret, else an
+    /// mlocked mapping, else the heap.
+    #[default]
+    Auto,
+    /// memfd_secret only: the heap when the kernel refuses it.
+    MemfdSecret,
+    /// An mlocked, undumpable anonymous mapping only.
+    Mlock,
+    /// The heap (wiped on free): no arena.
+    Heap,
+}
+
 /// What to do when the snapshot or journal cannot be loaded at startup.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum SnapshotOnError {
@@ -154,6 +169,8 @@ pub struct ServeConfig {
     pub api: ApiSettings,
     /// The store's memory budget in bytes.
     pub max_memory: u64,
+    /// Where stored values live.
+    pub secret_arena: SecretArena,
     /// Snapshot mode.
     pub snapshot: SnapshotSetting,
     /// Snapshot key file.
@@ -191,6 +208,7 @@ impl ServeConfig {
             policy: None,
             api: ApiSettings::default(),
             max_memory: default_max_memory(),
+            secret_arena: SecretArena::Auto,
             snapshot: SnapshotSetting::Off,
             snapshot_key_file: None,
             snapshot_interval: DEFAULT_SNAPSHOT_INTERVAL,

@@ -157,6 +157,16 @@ async fn metrics_parse_as_prometheus_text_and_never_name_a_key() {
         value("tmpvault_memory_budget_bytes", &[]),
         f64::from(16u32 << 20)
     );
+    // The shared arena of the in-process tests (tests/common): 1 GiB where
+    // memory may be locked, else none; the stored value holds a block.
+    let (arena, used) = (
+        value("tmpvault_secret_arena_bytes", &[]),
+        value("tmpvault_secret_arena_used_bytes", &[]),
+    );
+    assert!(
+        (arena == f64::from(1u32 << 30) && used >= 16.0) || (arena == 0.0 && used == 0.0),
+        "arena {arena}, used {used}"
+    );
     assert_eq!(value("tmpvault_ready", &[]), 1.0);
     assert_eq!(
         value("tmpvault_selfcheck_status", &[("check", "scratch.tmpfs")]),

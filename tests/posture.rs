@@ -26,8 +26,9 @@ const GID: u32 = 65532;
 
 /// Checks that must pass for a server run this way; the others depend on
 /// the machine (seccomp, cgroup limit, read-only root, mount options).
-const MUST_PASS: [&str; 8] = [
+const MUST_PASS: [&str; 9] = [
     "process.user",
+    "memory.secret_arena",
     "process.no_new_privs",
     "process.capabilities",
     "process.core_dumps",

@@ -11,12 +11,14 @@ use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::Command;
+use std::sync::OnceLock;
 
 use serde_json::Value;
 use tempfile::TempDir;
-use tmpvault::config::SnapshotSetting;
+use tmpvault::config::{SecretArena, SnapshotSetting};
 use tmpvault::posture::harden::HardeningReport;
 use tmpvault::posture::selfcheck::{self, Check, Context, Environment, Input, Report, Status};
+use tmpvault::store::arena::{Arena, ArenaReport, ArenaSize};
 use tmpvault::sys;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tmpvault");
@@ -27,7 +29,7 @@ const MIB: u64 = 1 << 20;
 
 /// The ids in the documented order, spelled out here rather than taken from
 /// the library so that a change there shows up as a test failure.
-const IDS: [&str; 18] = [
+const IDS: [&str; 19] = [
     "scratch.tmpfs",
     "scratch.mode",
     "scratch.owner",
@@ -35,6 +37,7 @@ const IDS: [&str; 18] = [
     "process.user",
     "process.core_dumps",
     "process.memory_lock",
+    "memory.secret_arena",
     "host.swap",
     "process.no_new_privs",
     "process.capabilities",
@@ -72,8 +75,19 @@ fn disk_dir(mode: u32) -> TempDir {
     dir
 }
 
+/// The arena report of `--secret-arena heap`: these tests judge the other
+/// checks (`memory.secret_arena` has tests of its own).
+fn heap_arena() -> &'static ArenaReport {
+    static REPORT: OnceLock<ArenaReport> = OnceLock::new();
+    REPORT.get_or_init(|| {
+        let size = ArenaSize::for_process(256 * MIB, 64 << 10);
+        Arena::open(SecretArena::Heap, size).1
+    })
+}
+
 fn input<'a>(scratch_dir: &'a Path, hardening: &'a HardeningReport) -> Input<'a> {
     Input {
+        arena: heap_arena(),
         context: Context::Serve,
         environment: Environment::Host,
         scratch_dir,

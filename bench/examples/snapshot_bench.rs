@@ -72,7 +72,7 @@ fn put_rate(store: &Store, keys: &Arc<Vec<Key>>, writes: usize, threads: usize) 
                     store
                         .put(
                             &keys[i % keys.len()],
-                            SecretBytes::copy_from(&value),
+                            SecretBytes::copy_from(&value).expect("on the heap"),
                             options(),
                         )
                         .expect("put");
@@ -93,7 +93,11 @@ fn fill(store: &Store, count: usize) {
     let value = [0xa5; VALUE];
     for key in keys(count) {
         store
-            .put(&key, SecretBytes::copy_from(&value), options())
+            .put(
+                &key,
+                SecretBytes::copy_from(&value).expect("on the heap"),
+                options(),
+            )
             .expect("put");
     }
 }

@@ -21,8 +21,9 @@ use crate::cmd::client::{Client, ClientError, PutOptions};
 use crate::cmd::dev::DevArgs;
 use crate::config::ApiSettings;
 use crate::config::Limits;
-use crate::config::{self, LogFormat, ServeConfig, SnapshotOnError, SnapshotSetting};
+use crate::config::{self, LogFormat, SecretArena, ServeConfig, SnapshotOnError, SnapshotSetting};
 use crate::posture::harden::{harden_process, HardeningReport};
+use crate::store::arena::{Arena, ArenaSize};
 use crate::text::units::{parse_bytes, parse_duration};
 use crate::tls::{ClientTlsFiles, ServerTlsFiles};
 
@@ -227,6 +228,14 @@ pub struct ServeArgs {
     /// Memory budget for stored data [default: half the cgroup memory limit, else 256MiB].
     #[arg(long, env = "TMPVAULT_MAX_MEMORY", value_parser = bytes_arg)]
     max_memory: Option<u64>,
+    /// Where stored values live: `memfd-secret` (pages the kernel itself cannot read), `mlock`, `heap`, or `auto`: the first of these the kernel and RLIMIT_MEMLOCK allow.
+    #[arg(
+        long,
+        env = "TMPVAULT_SECRET_ARENA",
+        value_enum,
+        default_value = "auto"
+    )]
+    secret_arena: SecretArena,
     /// Snapshots of the store to the scratch directory.
     #[arg(long, env = "TMPVAULT_SNAPSHOT", value_enum, default_value = "off")]
     snapshot: SnapshotSetting,
@@ -303,6 +312,7 @@ impl ServeArgs {
                 max_wait: self.max_wait,
             },
             max_memory,
+            secret_arena: self.secret_arena,
             snapshot: self.snapshot,
             snapshot_key_file: self.snapshot_key_file,
             snapshot_interval: self.snapshot_interval,
@@ -350,6 +360,17 @@ pub struct SelfcheckArgs {
     /// Memory budget to compare with the cgroup limit.
     #[arg(long, env = "TMPVAULT_MAX_MEMORY", value_parser = bytes_arg)]
     max_memory: Option<u64>,
+    /// Where stored values live: `memfd-secret` (pages the kernel itself cannot read), `mlock`, `heap`, or `auto`: the first of these the kernel and RLIMIT_MEMLOCK allow.
+    #[arg(
+        long,
+        env = "TMPVAULT_SECRET_ARENA",
+        value_enum,
+        default_value = "auto"
+    )]
+    secret_arena: SecretArena,
+    /// Largest secret or list item (sizes the secret arena's blocks).
+    #[arg(long, env = "TMPVAULT_MAX_VALUE_BYTES", default_value = "64KiB", value_parser = bytes_arg)]
+    max_value_bytes: u64,
     /// Policy file (its presence, and that only its owner may write it).
     #[arg(long, env = "TMPVAULT_POLICY")]
     policy: Option<PathBuf>,
@@ -364,7 +385,14 @@ fn selfcheck_command(args: &SelfcheckArgs, hardening: &HardeningReport) -> ExitC
             path: path.clone(),
         })
         .collect();
+    let max_memory = args.max_memory.unwrap_or_else(config::default_max_memory);
+    // Maps the arena `serve` would get, reports it, and unmaps it.
+    let (_, arena) = Arena::open(
+        args.secret_arena,
+        ArenaSize::for_process(max_memory, args.max_value_bytes),
+    );
     let report = crate::posture::selfcheck::run(&crate::posture::selfcheck::Input {
+        arena: &arena,
         trusted_files: &trusted_files,
         context: crate::posture::selfcheck::Context::Selfcheck,
         environment: crate::posture::selfcheck::Environment::detect(),
@@ -373,7 +401,7 @@ fn selfcheck_command(args: &SelfcheckArgs, hardening: &HardeningReport) -> ExitC
         tls_key_file: args.tls_key.as_deref(),
         snapshot: args.snapshot,
         snapshot_key_file: args.snapshot_key_file.as_deref(),
-        max_memory: args.max_memory.unwrap_or_else(config::default_max_memory),
+        max_memory,
         policy_present: args.policy.is_some(),
         hardening,
         reload_error: None,

@@ -155,7 +155,8 @@ pub fn render(scrape: &Scrape<'_>) -> String {
             "tmpvault_requests_total{{route=\"{route}\",status=\"{status}\"}} {count}"
         );
     }
-    let gauges: [(&str, &str, &str, u64); 21] = [
+    let arena = crate::store::arena::installed();
+    let gauges: [(&str, &str, &str, u64); 23] = [
         (
             "tmpvault_reloads_total",
             "counter",
@@ -191,6 +192,18 @@ pub fn render(scrape: &Scrape<'_>) -> String {
             "gauge",
             "The memory budget (--max-memory).",
             scrape.memory_budget,
+        ),
+        (
+            "tmpvault_secret_arena_bytes",
+            "gauge",
+            "Size of the secret arena stored values live in (0 on the heap).",
+            arena.map_or(0, |arena| arena.capacity() as u64),
+        ),
+        (
+            "tmpvault_secret_arena_used_bytes",
+            "gauge",
+            "Bytes of the secret arena's blocks in use (values round up to a power of two).",
+            arena.map_or(0, |arena| arena.used() as u64),
         ),
         (
             "tmpvault_waiting_requests",

@@ -16,7 +16,7 @@ fn put(store: &Store, name: &str, value: &[u8], max_reads: Option<u32>) {
         precondition: Precondition::None,
     };
     store
-        .put(&key(name), SecretBytes::copy_from(value), options)
+        .put(&key(name), SecretBytes::copy_from(value).unwrap(), options)
         .unwrap();
 }
 
@@ -99,7 +99,7 @@ async fn every_acknowledged_change_survives_a_crash() {
     let ttl = Duration::from_secs(600);
     for item in [&b"1"[..], b"2", b"3"] {
         store
-            .push(&key("pool"), SecretBytes::copy_from(item), ttl)
+            .push(&key("pool"), SecretBytes::copy_from(item).unwrap(), ttl)
             .unwrap();
     }
     store.pop(&key("pool"), End::Oldest).unwrap();
@@ -155,11 +155,11 @@ async fn a_snapshot_and_the_journal_after_it_replay_once() {
     put(&store, "a", b"1", None);
     let ttl = Duration::from_secs(600);
     store
-        .push(&key("l"), SecretBytes::copy_from(b"x"), ttl)
+        .push(&key("l"), SecretBytes::copy_from(b"x").unwrap(), ttl)
         .unwrap();
     persistence.snapshot(&store, false).unwrap();
     store
-        .push(&key("l"), SecretBytes::copy_from(b"y"), ttl)
+        .push(&key("l"), SecretBytes::copy_from(b"y").unwrap(), ttl)
         .unwrap();
     put(&store, "a", b"2", None);
     let crashed = crash_copy(dir.path());
@@ -173,7 +173,7 @@ fn replay_applies_only_what_is_newer() {
     let at = SystemTime::now() + Duration::from_secs(600);
     let secret = |value: &[u8], seq| Record {
         key: key("k"),
-        value: RecordValue::Secret(Arc::new(SecretBytes::copy_from(value))),
+        value: RecordValue::Secret(Arc::new(SecretBytes::copy_from(value).unwrap())),
         seq,
         revision: seq,
         version: 1,
@@ -189,7 +189,7 @@ fn replay_applies_only_what_is_newer() {
         op,
     };
     let put = |value: &[u8]| ChangeOp::Put {
-        value: SecretBytes::copy_from(value),
+        value: SecretBytes::copy_from(value).unwrap(),
         revision: 0,
         version: 2,
         created_at: at,
@@ -253,7 +253,7 @@ fn replay_applies_only_what_is_newer() {
     assert_eq!(state(&replay), "absent");
     assert_eq!((replay.applied, replay.skipped), (0, 2));
     let push = |item: &[u8], created| ChangeOp::Push {
-        item: SecretBytes::copy_from(item),
+        item: SecretBytes::copy_from(item).unwrap(),
         created,
         revision: 0,
         version: 1,
@@ -434,10 +434,18 @@ async fn expired_entries_are_not_written() {
         precondition: Precondition::None,
     };
     store
-        .put(&key("short"), SecretBytes::copy_from(b"s"), options(1))
+        .put(
+            &key("short"),
+            SecretBytes::copy_from(b"s").unwrap(),
+            options(1),
+        )
         .unwrap();
     store
-        .put(&key("long"), SecretBytes::copy_from(b"l"), options(600))
+        .put(
+            &key("long"),
+            SecretBytes::copy_from(b"l").unwrap(),
+            options(600),
+        )
         .unwrap();
     tokio::time::advance(Duration::from_secs(2)).await;
     persistence.snapshot(&store, false).unwrap();

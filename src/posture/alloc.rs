@@ -27,11 +27,14 @@
 //! registers, the kernel's socket buffers, or memory C code `malloc`s
 //! directly (none of it handles secrets here).
 //!
-//! No `MADV_DONTDUMP` on secret memory: with core dumps off for the whole
+//! No `MADV_DONTDUMP` on the heap: with core dumps off for the whole
 //! process (see [`crate::posture::harden`]: `PR_SET_DUMPABLE` 0 and `RLIMIT_CORE` 1)
-//! there is no dump for it to keep pages out of.
+//! there is no dump for it to keep pages out of. Stored values are not on
+//! the heap anyway but in the secret arena ([`crate::store::arena`]),
+//! whose pages are left out of dumps whatever the limits.
 //!
-//! This is the crate's one `unsafe` module: a `GlobalAlloc` cannot be
+//! This is one of the crate's two `unsafe` modules (the other is the
+//! secret arena, [`crate::store::arena`]): a `GlobalAlloc` cannot be
 //! written without it.
 #![allow(unsafe_code)]
 

@@ -1,7 +1,7 @@
 //! The process's security posture: the startup self-check and its fixes
 //! ([`selfcheck`]), the hardening the process applies to itself
 //! ([`harden`]) and the global allocator that wipes freed memory
-//! ([`alloc`], the crate's one `unsafe` module).
+//! ([`alloc`], one of the crate's two `unsafe` modules).
 
 pub mod alloc;
 pub mod harden;

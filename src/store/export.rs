@@ -6,7 +6,7 @@ impl Store {
     /// Every live entry, owned, in no particular order: what a snapshot
     /// writes. Shards are locked one at a time, never two at once, and each
     /// only long enough to copy its entries' metadata and `Arc`s; list items
-    /// are copied into new zeroizing buffers. Each record is consistent with
+    /// are copied into short-lived heap buffers, wiped as they are freed. Each record is consistent with
     /// its `seq`: it holds exactly the changes to its key numbered up to it.
     pub fn export(&self) -> Vec<Record> {
         let mut all = Vec::new();
@@ -39,10 +39,7 @@ impl Store {
                         value: match &entry.value {
                             Value::Secret(bytes, _) => RecordValue::Secret(Arc::clone(bytes)),
                             Value::List(items) => RecordValue::List(
-                                items
-                                    .iter()
-                                    .map(|item| SecretBytes::copy_from(item.expose()))
-                                    .collect(),
+                                items.iter().map(SecretBytes::transient_copy).collect(),
                             ),
                         },
                         seq: entry.seq,

@@ -12,7 +12,8 @@
 //! - One purge task sleeps until the earliest deadline of all shards, or until
 //!   a write brings that deadline forward (a `Notify`). It only ever looks at
 //!   the front of each deadline set: expiry never scans the whole store.
-//! - Values are [`SecretBytes`], wiped on drop. A secret's value sits in an
+//! - Values are [`SecretBytes`], wiped on drop, whose bytes are blocks of
+//!   the secret arena ([`arena`]). A secret's value sits in an
 //!   `Arc` so a GET hands the bytes to the response without a copy; the last
 //!   owner (store or response) wipes them.
 //! - Every read checks the deadline itself, so an expired entry is never
@@ -28,6 +29,7 @@
 //!   persistence off the only cost is one atomic load per write (the empty
 //!   `OnceLock`); reads that do not count against `max_reads` never look.
 
+pub mod arena;
 pub mod key;
 pub mod secret;
 pub mod watch;

@@ -7,62 +7,59 @@
 use std::fmt;
 use zeroize::Zeroizing;
 
+use super::arena::{ArenaFull, Buffer};
+
 /// Secret bytes: zeroized on drop, redacted in `Debug`, never `Display`.
 ///
-/// Stored as a boxed slice (no spare capacity that could hold an unwiped
-/// copy after a reallocation).
-pub struct SecretBytes(Box<[u8]>);
+/// The bytes live in the process's secret arena ([`super::arena`]) when
+/// one is installed, else in an exact-size boxed slice (no spare capacity
+/// that could hold an unwiped copy after a reallocation). Either way they
+/// are wiped when the value is dropped.
+pub struct SecretBytes(Buffer);
 
 impl SecretBytes {
-    /// Takes ownership of `bytes`, shrinking the buffer in place first.
-    ///
-    /// Shrinking can reallocate; the buffer is taken through [`Zeroizing`] so
-    /// the caller's copy is wiped either way.
-    pub fn new(bytes: Zeroizing<Vec<u8>>) -> SecretBytes {
+    /// Takes the bytes of a request body: copied into the arena (and the
+    /// body's buffer wiped as `Zeroizing` drops it), or, on the heap, kept
+    /// in place when the buffer has no spare capacity.
+    pub fn new(bytes: Zeroizing<Vec<u8>>) -> Result<SecretBytes, ArenaFull> {
         let mut bytes = bytes;
-        if bytes.len() == bytes.capacity() {
-            return SecretBytes(std::mem::take(&mut *bytes).into_boxed_slice());
+        if !Buffer::in_arena() && bytes.len() == bytes.capacity() {
+            return Buffer::boxed(std::mem::take(&mut *bytes).into_boxed_slice()).map(SecretBytes);
         }
-        // Copy into an exact-size box, then let `Zeroizing` wipe the original.
-        SecretBytes(Box::from(&bytes[..]))
+        SecretBytes::copy_from(&bytes)
     }
 
-    /// Copies `bytes` into a new secret.
-    pub fn copy_from(bytes: &[u8]) -> SecretBytes {
-        SecretBytes(Box::from(bytes))
+    /// Copies `bytes` into a new secret, in the arena if there is one.
+    pub fn copy_from(bytes: &[u8]) -> Result<SecretBytes, ArenaFull> {
+        Buffer::copy(bytes).map(SecretBytes)
+    }
+
+    /// A short-lived copy on the (wiped) heap, never stored: what a snapshot
+    /// holds of a list while it writes one shard, so that writing it needs
+    /// no room in a full arena.
+    pub fn transient_copy(&self) -> SecretBytes {
+        SecretBytes(self.0.heap_copy())
     }
 
     /// The secret bytes. Callers must not keep a copy beyond one request.
     pub fn expose(&self) -> &[u8] {
-        &self.0
+        self.0.as_slice()
     }
 
     /// Length in bytes.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.expose().len()
     }
 
     /// True for a zero-length secret.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl Drop for SecretBytes {
-    fn drop(&mut self) {
-        // One `memset`, kept by handing the slice to `black_box` (code the
-        // optimiser must assume reads it). `zeroize` writes byte by byte
-        // with volatile stores, about 0.4 µs per KiB: a tenth of a PUT's
-        // extra CPU when it replaced a 1 KiB value. The global allocator
-        // wipes the block again as it is freed.
-        self.0.fill(0);
-        std::hint::black_box(&mut self.0);
+        self.expose().is_empty()
     }
 }
 
 impl fmt::Debug for SecretBytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "[redacted {} bytes]", self.0.len())
+        write!(f, "[redacted {} bytes]", self.len())
     }
 }
 
@@ -72,7 +69,7 @@ mod tests {
 
     #[test]
     fn debug_is_redacted() {
-        let secret = SecretBytes::copy_from(b"hunter2");
+        let secret = SecretBytes::copy_from(b"hunter2").unwrap();
         assert_eq!(format!("{secret:?}"), "[redacted 7 bytes]");
         assert_eq!(format!("{:?}", Some(&secret)), "Some([redacted 7 bytes])");
     }
@@ -81,9 +78,14 @@ mod tests {
     fn new_keeps_the_bytes_whatever_the_capacity() {
         let mut spare = Vec::with_capacity(64);
         spare.extend_from_slice(b"abc");
-        assert_eq!(SecretBytes::new(Zeroizing::new(spare)).expose(), b"abc");
         assert_eq!(
-            SecretBytes::new(Zeroizing::new(b"xyz".to_vec())).expose(),
+            SecretBytes::new(Zeroizing::new(spare)).unwrap().expose(),
+            b"abc"
+        );
+        assert_eq!(
+            SecretBytes::new(Zeroizing::new(b"xyz".to_vec()))
+                .unwrap()
+                .expose(),
             b"xyz"
         );
     }

@@ -6,7 +6,7 @@ fn key(raw: &str) -> Key {
 }
 
 fn secret(bytes: &[u8]) -> SecretBytes {
-    SecretBytes::new(Zeroizing::new(bytes.to_vec()))
+    SecretBytes::new(Zeroizing::new(bytes.to_vec())).unwrap()
 }
 
 #[test]

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test crate uses a different part of it
 
 pub mod h2raw;
+pub mod memscan;
 pub mod process;
 
 use std::net::SocketAddr;
@@ -14,9 +15,10 @@ use std::time::Duration;
 use tempfile::TempDir;
 use tmpvault::app::{self, Mode};
 use tmpvault::cmd::client::Client;
-use tmpvault::config::{Limits, ServeConfig};
+use tmpvault::config::{Limits, SecretArena, ServeConfig};
 use tmpvault::http::server::Health;
 use tmpvault::posture::harden::HardeningReport;
+use tmpvault::store::arena::{self, ArenaSize};
 use tmpvault::store::Store;
 use tmpvault::tls::pki::{write_private, Authority, ClientName, Issued};
 use tmpvault::tls::{ClientTlsFiles, ServerTlsFiles};
@@ -116,6 +118,24 @@ pub fn test_config(pki: &Pki) -> ServeConfig {
     }
 }
 
+/// The in-process servers of one test binary share one secret arena (the
+/// first `install` of a process decides it). Sized by the first server's
+/// 16 MiB budget, it would fill up as tests run side by side, so it is made
+/// here first, large enough for them all: a 1 GiB memfd_secret mapping
+/// (pages become resident only as values use them) where the process may
+/// lock that much (as root in CI), else the heap, which keeps a run under a
+/// small memlock limit free of 507s that the tests did not ask for.
+/// `tests/arena.rs` checks the arena of the real binary.
+pub fn install_shared_arena() {
+    let size = ArenaSize::for_process(1 << 30, tmpvault::config::MAX_VALUE_BYTES_CEILING);
+    let setting = if size.lockable.is_none() {
+        SecretArena::Auto
+    } else {
+        SecretArena::Heap
+    };
+    arena::install(setting, size);
+}
+
 /// A running in-process server and a client for it.
 pub struct TestServer {
     pub pki: Pki,
@@ -140,6 +160,7 @@ impl TestServer {
         let pki = Pki::new();
         let mut config = test_config(&pki);
         adjust(&mut config);
+        install_shared_arena();
         // `dev` mode: the in-process tests do not harden the test runner
         // itself, so the self-check may only warn here, never refuse.
         let running = app::start(&config, Mode::Dev, HardeningReport::not_run())

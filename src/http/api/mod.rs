@@ -266,7 +266,7 @@ impl Api {
         )
         .await?;
         audit.bytes_in = value.len() as u64;
-        Ok(SecretBytes::new(value))
+        SecretBytes::new(value).map_err(|full| ApiError::MemoryBudgetExceeded(full.to_string()))
     }
 
     /// The `ttl` query parameter: the default when absent, else parsed and

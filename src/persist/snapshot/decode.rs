@@ -86,7 +86,8 @@ impl<'a> Decoder<'a> {
     pub(super) fn secret(&mut self, what: &str) -> Result<SecretBytes, Malformed> {
         let len = self.u32(what)?;
         let len = usize::try_from(len).map_err(|_| malformed(format!("{what} is too long")))?;
-        Ok(SecretBytes::copy_from(self.take(len, what)?))
+        SecretBytes::copy_from(self.take(len, what)?)
+            .map_err(|full| malformed(format!("{what} does not fit: {full}")))
     }
 }
 

@@ -5,7 +5,7 @@ fn key(raw: &str) -> Key {
 }
 
 fn secret(bytes: &[u8]) -> SecretBytes {
-    SecretBytes::copy_from(bytes)
+    SecretBytes::copy_from(bytes).unwrap()
 }
 
 fn test_key(byte: u8) -> SnapshotKey {

@@ -339,6 +339,44 @@ pub fn key_file_mode(environment: Environment, file: &Path) -> String {
     format!("{}, {fix}", environment.place())
 }
 
+/// The fix for a secret arena smaller than `--max-memory` (or refused) for
+/// want of lockable memory: a memlock limit of `bytes`.
+pub fn arena_memlock(environment: Environment, bytes: u64) -> String {
+    let fix = match environment {
+        Environment::Host => format!(
+            "raise the limit before starting it: `ulimit -l {}` or `LimitMEMLOCK={bytes}` in its \
+             systemd unit, or lower --max-memory",
+            bytes.div_ceil(1024)
+        ),
+        Environment::Docker => format!(
+            "docker run `--ulimit memlock={bytes}` (compose: `ulimits: {{memlock: {bytes}}}`), or \
+             lower --max-memory"
+        ),
+        Environment::Kubernetes => "pods cannot set RLIMIT_MEMLOCK: lower --max-memory to the \
+                                    arena's size, or run on a node whose container runtime has \
+                                    `LimitMEMLOCK=infinity`"
+            .to_owned(),
+    };
+    format!("{}, {fix}", environment.place())
+}
+
+/// The fix for a kernel or seccomp profile that refuses `memfd_secret`.
+pub fn memfd_secret(environment: Environment) -> String {
+    let profile = match environment {
+        Environment::Host => "the service's seccomp filter",
+        Environment::Docker => "`--security-opt seccomp=seccomp.json` (it allows memfd_secret)",
+        Environment::Kubernetes => {
+            "a `Localhost` seccompProfile from seccomp.json (a runtime's default profile may lack \
+             memfd_secret)"
+        }
+    };
+    format!(
+        "{}, Linux 5.14 or later (before 6.5 with `secretmem.enable=1` on the kernel command \
+         line) and {profile}",
+        environment.place()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,8 +23,9 @@ use zeroize::Zeroizing;
 use std::sync::Arc;
 
 use crate::access::reload::ReloadStatus;
-use crate::config::{ServeConfig, SnapshotSetting};
+use crate::config::{SecretArena, ServeConfig, SnapshotSetting};
 use crate::posture::harden::{HardeningReport, MemoryLock, StepOutcome};
+use crate::store::arena::{ArenaMode, ArenaReport};
 use crate::sys::{self, SeccompMode, TMPFS_MAGIC};
 
 mod hints;
@@ -38,7 +39,7 @@ use self::process::*;
 pub use self::scratch::*;
 
 /// The ids of the checks, in the order [`run`] reports them.
-pub const CHECK_IDS: [&str; 18] = [
+pub const CHECK_IDS: [&str; 19] = [
     "scratch.tmpfs",
     "scratch.mode",
     "scratch.owner",
@@ -46,6 +47,7 @@ pub const CHECK_IDS: [&str; 18] = [
     "process.user",
     "process.core_dumps",
     "process.memory_lock",
+    "memory.secret_arena",
     "host.swap",
     "process.no_new_privs",
     "process.capabilities",
@@ -162,6 +164,8 @@ pub struct Input<'a> {
     pub policy_present: bool,
     /// What [`crate::posture::harden::harden_process`] did.
     pub hardening: &'a HardeningReport,
+    /// Where stored values live ([`crate::store::arena`]).
+    pub arena: &'a ArenaReport,
     /// Why the last live reload failed, if it did (`None` also before any).
     pub reload_error: Option<&'a str>,
 }
@@ -195,6 +199,7 @@ pub fn run(input: &Input<'_>) -> Report {
         ),
         process_core_dumps(input.hardening),
         process_memory_lock(place, &input.hardening.memory_lock),
+        memory_secret_arena(place, input.arena, input.max_memory),
         host_swap(place, sys::swap_total(), memory_locked),
         process_no_new_privs(place, &status, &input.hardening.no_new_privs),
         process_capabilities(place, &status),
@@ -329,6 +334,7 @@ pub struct SelfcheckInputs {
     context: Context,
     config: ServeConfig,
     hardening: HardeningReport,
+    arena: ArenaReport,
     reload: Arc<ReloadStatus>,
 }
 
@@ -338,12 +344,14 @@ impl SelfcheckInputs {
         config: &ServeConfig,
         context: Context,
         hardening: HardeningReport,
+        arena: ArenaReport,
         reload: Arc<ReloadStatus>,
     ) -> SelfcheckInputs {
         SelfcheckInputs {
             context,
             config: config.clone(),
             hardening,
+            arena,
             reload,
         }
     }
@@ -371,6 +379,7 @@ impl SelfcheckInputs {
             max_memory: config.max_memory,
             policy_present: config.policy.is_some(),
             hardening: &self.hardening,
+            arena: &self.arena,
         })
     }
 }

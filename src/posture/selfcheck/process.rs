@@ -271,3 +271,67 @@ pub(super) fn rootfs_read_only(
         Err(error) => Check::warn(ID, format!("cannot tell whether / is read-only: {error}")),
     }
 }
+
+pub(super) fn memory_secret_arena(
+    place: Environment,
+    arena: &ArenaReport,
+    max_memory: u64,
+) -> Check {
+    const ID: &str = "memory.secret_arena";
+    let size = human_bytes(arena.capacity);
+    let refused = if arena.refused.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", arena.refused.join("; "))
+    };
+    // A refusal for want of lockable memory names the limit that fits.
+    let memlock = || hints::arena_memlock(place, max_memory);
+    let short_of_memlock = arena.refused.iter().any(|why| {
+        why.contains("RLIMIT_MEMLOCK") || why.contains("os error 11") || why.contains("os error 12")
+    });
+    match arena.mode {
+        ArenaMode::MemfdSecret => {
+            let mut detail = format!(
+                "values live in a memfd_secret arena of {size} ({}), which even root cannot \
+                 read through /proc/PID/mem, never swapped or dumped",
+                arena.sized_by
+            );
+            if arena.capacity < max_memory {
+                let _ = write!(
+                    detail,
+                    "; it is smaller than --max-memory {}, so writes past {size} of values get \
+                     507: {}",
+                    human_bytes(max_memory),
+                    memlock()
+                );
+            }
+            Check::pass(ID, detail)
+        }
+        ArenaMode::Mlock => Check::warn(
+            ID,
+            format!(
+                "values live in an mlocked mapping of {size} ({}), never swapped or dumped but \
+                 readable by root through /proc/PID/mem; memfd_secret was refused{refused}: {}",
+                arena.sized_by,
+                hints::memfd_secret(place)
+            ),
+        ),
+        ArenaMode::Heap if arena.setting == SecretArena::Heap => Check::warn(
+            ID,
+            "values live on the heap (wiped on free), as --secret-arena heap asks: drop the flag \
+             for a memfd_secret arena",
+        ),
+        ArenaMode::Heap => Check::warn(
+            ID,
+            format!(
+                "values live on the heap (wiped on free), readable by root and swappable: no \
+                 arena could be mapped{refused}: {}",
+                if short_of_memlock {
+                    memlock()
+                } else {
+                    hints::memfd_secret(place)
+                }
+            ),
+        ),
+    }
+}
