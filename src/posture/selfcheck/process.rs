@@ -324,7 +324,8 @@ pub(super) fn memory_secret_arena(
         ArenaMode::Heap => Check::warn(
             ID,
             format!(
-                "values live on the heap (wiped on free), readable by root and swappable: no \
+                "values live on the heap (wiped on free), readable by root and swappable unless \
+                 memory is locked: no \
                  arena could be mapped{refused}: {}",
                 if short_of_memlock {
                     memlock()

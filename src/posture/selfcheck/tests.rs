@@ -107,6 +107,81 @@ fn root_is_judged_by_context() {
     );
 }
 
+fn arena(mode: ArenaMode, capacity: u64, sized_by: &str, refused: &[&str]) -> ArenaReport {
+    ArenaReport {
+        setting: SecretArena::Auto,
+        mode,
+        capacity,
+        sized_by: sized_by.to_owned(),
+        refused: refused.iter().map(|why| (*why).to_owned()).collect(),
+    }
+}
+
+#[test]
+fn secret_arena_passes_only_for_memfd_secret() {
+    let full = arena(ArenaMode::MemfdSecret, 64 << 20, "--max-memory 64 MiB", &[]);
+    let check = memory_secret_arena(H, &full, 64 << 20);
+    assert_eq!(check.status, Status::Pass);
+    assert_eq!(
+        check.detail,
+        "values live in a memfd_secret arena of 64 MiB (--max-memory 64 MiB), which even root \
+         cannot read through /proc/PID/mem, never swapped or dumped"
+    );
+
+    // Smaller than the budget: still a pass, with the 507 and the limit that fits.
+    let capped = arena(ArenaMode::MemfdSecret, 8 << 20, "RLIMIT_MEMLOCK 8 MiB", &[]);
+    let check = memory_secret_arena(Environment::Docker, &capped, 32 << 20);
+    assert_eq!(check.status, Status::Pass);
+    assert!(
+        check.detail.contains("writes past 8 MiB of values get 507")
+            && check.detail.contains("`--ulimit memlock=33554432`"),
+        "{}",
+        check.detail
+    );
+
+    let refused = "memfd_secret: Function not implemented (os error 38)";
+    let mlock = arena(
+        ArenaMode::Mlock,
+        8 << 20,
+        "RLIMIT_MEMLOCK 8 MiB",
+        &[refused],
+    );
+    let check = memory_secret_arena(Environment::Kubernetes, &mlock, 32 << 20);
+    assert_eq!(check.status, Status::Warn);
+    assert!(
+        check
+            .detail
+            .starts_with("values live in an mlocked mapping of 8 MiB")
+            && check.detail.contains(refused)
+            && check.detail.contains("`Localhost` seccompProfile"),
+        "{}",
+        check.detail
+    );
+
+    // The heap for want of lockable memory names the memlock fix; chosen
+    // by flag, it names the flag.
+    let why = "RLIMIT_MEMLOCK 0 bytes is less than one 64 KiB block";
+    let heap = arena(ArenaMode::Heap, 0, why, &[why]);
+    let check = memory_secret_arena(H, &heap, 256 << 20);
+    assert_eq!(check.status, Status::Warn);
+    assert!(
+        check.detail.contains("`ulimit -l 262144`"),
+        "{}",
+        check.detail
+    );
+    let chosen = ArenaReport {
+        setting: SecretArena::Heap,
+        ..arena(ArenaMode::Heap, 0, "--secret-arena heap", &[])
+    };
+    let check = memory_secret_arena(H, &chosen, 256 << 20);
+    assert_eq!(check.status, Status::Warn);
+    assert!(
+        check.detail.contains("as --secret-arena heap asks"),
+        "{}",
+        check.detail
+    );
+}
+
 #[test]
 fn memory_lock_and_swap() {
     let locked = MemoryLock::Locked("RLIMIT_MEMLOCK is unlimited".to_owned());
