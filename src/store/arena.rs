@@ -224,7 +224,7 @@ impl Arena {
         let (len, sized_by) = match size.decide() {
             Ok(decided) => decided,
             Err(why) => {
-                refused.push(format!("no arena: {why}"));
+                refused.push(why.clone());
                 return heap(refused, why);
             }
         };
