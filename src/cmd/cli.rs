@@ -228,14 +228,8 @@ pub struct ServeArgs {
     /// Memory budget for stored data [default: half the cgroup memory limit, else 256MiB].
     #[arg(long, env = "TMPVAULT_MAX_MEMORY", value_parser = bytes_arg)]
     max_memory: Option<u64>,
-    /// Where stored values live: `memfd-secret` (pages the kernel itself cannot read), `mlock`, `heap`, or `auto`: the first of these the kernel and RLIMIT_MEMLOCK allow.
-    #[arg(
-        long,
-        env = "TMPVAULT_SECRET_ARENA",
-        value_enum,
-        default_value = "auto"
-    )]
-    secret_arena: SecretArena,
+    #[command(flatten)]
+    arena: ArenaArgs,
     /// Snapshots of the store to the scratch directory.
     #[arg(long, env = "TMPVAULT_SNAPSHOT", value_enum, default_value = "off")]
     snapshot: SnapshotSetting,
@@ -312,7 +306,7 @@ impl ServeArgs {
                 max_wait: self.max_wait,
             },
             max_memory,
-            secret_arena: self.secret_arena,
+            secret_arena: self.arena.secret_arena,
             snapshot: self.snapshot,
             snapshot_key_file: self.snapshot_key_file,
             snapshot_interval: self.snapshot_interval,
@@ -329,6 +323,19 @@ impl ServeArgs {
             },
         }
     }
+}
+
+/// `--secret-arena`, shared by `serve` and `selfcheck`.
+#[derive(Debug, Args)]
+pub struct ArenaArgs {
+    /// Where stored values live: `memfd-secret` (pages the kernel itself cannot read), `mlock`, `heap`, or `auto`: the first of these the kernel and RLIMIT_MEMLOCK allow.
+    #[arg(
+        long,
+        env = "TMPVAULT_SECRET_ARENA",
+        value_enum,
+        default_value = "auto"
+    )]
+    pub secret_arena: SecretArena,
 }
 
 /// Flags of `selfcheck`: the ones that change what `serve` would check,
@@ -360,14 +367,8 @@ pub struct SelfcheckArgs {
     /// Memory budget to compare with the cgroup limit.
     #[arg(long, env = "TMPVAULT_MAX_MEMORY", value_parser = bytes_arg)]
     max_memory: Option<u64>,
-    /// Where stored values live: `memfd-secret` (pages the kernel itself cannot read), `mlock`, `heap`, or `auto`: the first of these the kernel and RLIMIT_MEMLOCK allow.
-    #[arg(
-        long,
-        env = "TMPVAULT_SECRET_ARENA",
-        value_enum,
-        default_value = "auto"
-    )]
-    secret_arena: SecretArena,
+    #[command(flatten)]
+    arena: ArenaArgs,
     /// Largest secret or list item (sizes the secret arena's blocks).
     #[arg(long, env = "TMPVAULT_MAX_VALUE_BYTES", default_value = "64KiB", value_parser = bytes_arg)]
     max_value_bytes: u64,
@@ -388,7 +389,7 @@ fn selfcheck_command(args: &SelfcheckArgs, hardening: &HardeningReport) -> ExitC
     let max_memory = args.max_memory.unwrap_or_else(config::default_max_memory);
     // Maps the arena `serve` would get, reports it, and unmaps it.
     let (_, arena) = Arena::open(
-        args.secret_arena,
+        args.arena.secret_arena,
         ArenaSize::for_process(max_memory, args.max_value_bytes),
     );
     let report = crate::posture::selfcheck::run(&crate::posture::selfcheck::Input {
