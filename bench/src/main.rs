@@ -79,6 +79,10 @@ struct Cli {
     /// A smoke run of a few seconds that still prints every figure.
     #[arg(long)]
     quick: bool,
+    /// Measure only the RSS per secret (tmpvault's, and Redis's when it is
+    /// installed), with --secrets secrets of 32 B.
+    #[arg(long)]
+    memory_only: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -147,7 +151,7 @@ async fn interrupted() {
     }
 }
 
-fn bench(settings: &Settings) -> Result<report::Figures, Failure> {
+fn bench(settings: &Settings, memory_only: bool) -> Result<String, Failure> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -155,7 +159,16 @@ fn bench(settings: &Settings) -> Result<report::Figures, Failure> {
     let workdir = workdir::Workdir::create()?;
     runtime.block_on(async {
         tokio::select! {
-            figures = scenarios::run(settings, &workdir) => figures,
+            text = async {
+                if memory_only {
+                    let memory = scenarios::memory_only(settings, &workdir).await?;
+                    let mut text = String::new();
+                    memory.render_per_secret(&mut text);
+                    Ok(text)
+                } else {
+                    scenarios::run(settings, &workdir).await.map(|figures| figures.render())
+                }
+            } => text,
             () = interrupted() => Err(Failure::new("running the benchmark", "interrupted")),
         }
     })
@@ -186,10 +199,12 @@ fn main() -> ExitCode {
     }
     clean_up_on_panic();
     let started = Instant::now();
-    let outcome = cli.settings().and_then(|settings| bench(&settings));
+    let outcome = cli
+        .settings()
+        .and_then(|settings| bench(&settings, cli.memory_only));
     match outcome {
-        Ok(figures) => {
-            print!("{}", figures.render());
+        Ok(text) => {
+            print!("{text}");
             eprintln!(
                 "tmpvault-bench: finished in {:.1} s",
                 started.elapsed().as_secs_f64()

@@ -430,6 +430,16 @@ impl Figures {
             memory.idle_rss as f64 / MIB,
             memory.baseline_idle_rss as f64 / MIB
         );
+        memory.render_per_secret(out);
+        let _ = writeln!(out);
+    }
+}
+
+impl Memory {
+    /// The RSS-per-secret lines, tmpvault's and Redis's: all that
+    /// `--memory-only` prints.
+    pub fn render_per_secret(&self, out: &mut String) {
+        let memory = self;
         let grown = memory.full_rss.saturating_sub(memory.idle_rss);
         let per_secret = |bytes: u64| bytes as f64 / memory.secrets.max(1) as f64;
         let _ = writeln!(
@@ -456,9 +466,10 @@ impl Figures {
                 let _ = writeln!(out, "redis, same data                    skipped: {why}");
             }
         }
-        let _ = writeln!(out);
     }
+}
 
+impl Figures {
     fn render_expiry(&self, out: &mut String) {
         let expiry = &self.expiry;
         let _ = writeln!(

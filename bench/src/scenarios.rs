@@ -396,7 +396,8 @@ impl Servers {
 }
 
 /// Runs everything and returns the figures.
-pub async fn run(settings: &Settings, workdir: &Workdir) -> Result<Figures, Failure> {
+/// The programs and files every scenario uses.
+fn bench<'a>(settings: &'a Settings, workdir: &'a Workdir) -> Result<Bench<'a>, Failure> {
     let own_exe = std::env::current_exe().step(|| "finding this program's path".into())?;
     let tmpvault = sibling_tmpvault(&own_exe)?;
     let put_body_file = workdir.path().join("put-body");
@@ -405,7 +406,7 @@ pub async fn run(settings: &Settings, workdir: &Workdir) -> Result<Figures, Fail
     let policy_file = workdir.path().join("policy.json");
     std::fs::write(&policy_file, policy_json())
         .step(|| format!("writing {}", policy_file.display()))?;
-    let bench = Bench {
+    Ok(Bench {
         settings,
         workdir,
         tmpvault,
@@ -413,7 +414,37 @@ pub async fn run(settings: &Settings, workdir: &Workdir) -> Result<Figures, Fail
         oha: oha::find(),
         put_body_file,
         policy_file,
+    })
+}
+
+/// Only the memory per secret, tmpvault's and Redis's (`--memory-only`):
+/// the figure to check after a change to the store, in about 20 s instead
+/// of a full run's minutes. No start times and no baseline.
+pub async fn memory_only(settings: &Settings, workdir: &Workdir) -> Result<Memory, Failure> {
+    let bench = bench(settings, workdir)?;
+    let (idle_rss, full_rss) = tmpvault_memory(&bench).await?;
+    let redis = match redis::Tools::find() {
+        Ok(tools) => match Redis::start(workdir, tools).await {
+            Ok(redis) => redis_memory(&redis, settings)
+                .await
+                .map_err(|error| error.to_string()),
+            Err(error) => Err(error.to_string()),
+        },
+        Err(why) => Err(why),
     };
+    Ok(Memory {
+        start_ms: Vec::new(),
+        idle_rss,
+        full_rss,
+        baseline_idle_rss: 0,
+        secrets: settings.secrets,
+        value_len: SMALL_VALUE_LEN,
+        redis,
+    })
+}
+
+pub async fn run(settings: &Settings, workdir: &Workdir) -> Result<Figures, Failure> {
+    let bench = bench(settings, workdir)?;
     let mut preamble = preamble(settings, &bench);
 
     // 1. The servers.

@@ -25,7 +25,7 @@ impl Store {
         &self,
         mut visit: impl FnMut(Vec<Record>) -> Result<(), E>,
     ) -> Result<(), E> {
-        let now = Instant::now();
+        let now = self.now();
         let wall_now = SystemTime::now();
         for shard in self.shared.shards.iter() {
             let records: Vec<Record> = {
@@ -38,16 +38,16 @@ impl Store {
                         key: key.clone(),
                         value: match &entry.value {
                             Value::Secret(bytes, _) => RecordValue::Secret(Arc::clone(bytes)),
-                            Value::List(items) => RecordValue::List(
-                                items.iter().map(SecretBytes::transient_copy).collect(),
+                            Value::List(list) => RecordValue::List(
+                                list.items.iter().map(SecretBytes::transient_copy).collect(),
                             ),
                         },
                         seq: entry.seq,
                         revision: entry.revision,
                         version: entry.version,
-                        created_at: entry.created_at,
-                        updated_at: entry.updated_at,
-                        expires_at: wall_clock_at(entry.deadline, now, wall_now),
+                        created_at: entry.created_at.into(),
+                        updated_at: entry.updated_at.into(),
+                        expires_at: entry.deadline.wall_clock(now, wall_now),
                         reads_left: entry.reads_left,
                         content_type: entry.value.media_type().cloned(),
                     })
@@ -67,10 +67,10 @@ impl Store {
         &self,
         records: impl IntoIterator<Item = Record>,
     ) -> Result<(u64, u64), StoreError> {
-        let now = Instant::now();
+        let now = self.now();
         let wall_now = SystemTime::now();
         let (mut restored, mut expired) = (0, 0);
-        let mut earliest: Option<Instant> = None;
+        let mut earliest: Option<Tick> = None;
         for record in records {
             let Ok(ahead) = record.expires_at.duration_since(wall_now) else {
                 expired += 1;
@@ -100,7 +100,7 @@ impl Store {
                             .iter()
                             .map(|item| ITEM_OVERHEAD + item.len() as u64)
                             .sum::<u64>();
-                    (Value::List(items), charge)
+                    (Value::List(Box::new(List { items, charge })), charge)
                 }
             };
             self.charge(0, charge)?;
@@ -108,13 +108,12 @@ impl Store {
             let entry = Entry {
                 value,
                 deadline,
-                created_at: record.created_at,
-                updated_at: record.updated_at,
+                created_at: record.created_at.into(),
+                updated_at: record.updated_at.into(),
                 version: record.version,
                 revision: record.revision,
                 seq: record.seq,
                 reads_left: record.reads_left,
-                charge,
             };
             self.shared.next_revision.fetch_max(
                 record.seq.max(record.revision).saturating_add(1),
@@ -122,13 +121,13 @@ impl Store {
             );
             let replaced = {
                 let mut shard = lock(self.shard(&record.key));
-                let replaced = shard.remove(&record.key);
-                shard.entries.insert(record.key.clone(), entry);
-                shard.deadlines.insert((deadline, record.key));
-                replaced
+                shard.insert(&record.key, entry)
             };
             match &replaced {
-                Some(old) => self.shared.used.fetch_sub(old.charge, Ordering::Relaxed),
+                Some(old) => self
+                    .shared
+                    .used
+                    .fetch_sub(old.charge(&record.key), Ordering::Relaxed),
                 None => self.shared.entries.fetch_add(1, Ordering::Relaxed),
             };
             earliest = Some(earliest.map_or(deadline, |e| e.min(deadline)));

@@ -10,7 +10,7 @@ impl Store {
         item: SecretBytes,
         ttl: Duration,
     ) -> Result<(Meta, bool), StoreError> {
-        let now = Instant::now();
+        let now = self.now();
         let wall_now = SystemTime::now();
         let item_charge = ITEM_OVERHEAD + item.len() as u64;
         let mut expired = None;
@@ -20,7 +20,7 @@ impl Store {
             let revision = self.revision();
             match shard.live(key, now, &self.shared, &mut expired) {
                 Some(entry) => {
-                    let Value::List(items) = &mut entry.value else {
+                    let Value::List(list) = &mut entry.value else {
                         return Err(StoreError::WrongKind {
                             expected: Kind::List,
                             found: Kind::Secret,
@@ -35,21 +35,21 @@ impl Store {
                             created: false,
                             revision,
                             version: entry.version + 1,
-                            created_at: entry.created_at,
+                            created_at: entry.created_at.into(),
                             updated_at: wall_now,
-                            expires_at: wall_clock_at(entry.deadline, now, wall_now),
+                            expires_at: entry.deadline.wall_clock(now, wall_now),
                         },
                     });
                     if let Err(error) = journaled {
                         self.uncharge(0, item_charge);
                         return Err(error);
                     }
-                    items.push_back(item);
-                    entry.charge += item_charge;
+                    list.items.push_back(item);
+                    list.charge += item_charge;
                     entry.version += 1;
                     entry.revision = revision;
                     entry.seq = revision;
-                    entry.updated_at = wall_now;
+                    entry.updated_at = wall_now.into();
                     (entry.meta(key, now, wall_now), false)
                 }
                 None => {
@@ -66,7 +66,7 @@ impl Store {
                             version: 1,
                             created_at: wall_now,
                             updated_at: wall_now,
-                            expires_at: wall_clock_at(deadline, now, wall_now),
+                            expires_at: deadline.wall_clock(now, wall_now),
                         },
                     });
                     if let Err(error) = journaled {
@@ -74,19 +74,20 @@ impl Store {
                         return Err(error);
                     }
                     let entry = Entry {
-                        value: Value::List(VecDeque::from([item])),
+                        value: Value::List(Box::new(List {
+                            items: VecDeque::from([item]),
+                            charge,
+                        })),
                         deadline,
-                        created_at: wall_now,
-                        updated_at: wall_now,
+                        created_at: wall_now.into(),
+                        updated_at: wall_now.into(),
                         version: 1,
                         revision,
                         seq: revision,
                         reads_left: None,
-                        charge,
                     };
                     let meta = entry.meta(key, now, wall_now);
-                    shard.entries.insert(key.clone(), entry);
-                    shard.deadlines.insert((deadline, key.clone()));
+                    shard.insert(key, entry);
                     self.shared.entries.fetch_add(1, Ordering::Relaxed);
                     created_deadline = Some(deadline);
                     (meta, true)
@@ -102,7 +103,7 @@ impl Store {
     /// Removes and returns one item of a list; popping the last item deletes
     /// the list. Returns the item and the number of items left.
     pub fn pop(&self, key: &Key, end: End) -> Result<(SecretBytes, u64), StoreError> {
-        let now = Instant::now();
+        let now = self.now();
         let wall_now = SystemTime::now();
         let mut expired = None;
         let mut emptied = None;
@@ -112,12 +113,13 @@ impl Store {
             let entry = shard
                 .live(key, now, &self.shared, &mut expired)
                 .ok_or(StoreError::NotFound)?;
-            let Value::List(items) = &mut entry.value else {
+            let Value::List(list) = &mut entry.value else {
                 return Err(StoreError::WrongKind {
                     expected: Kind::List,
                     found: Kind::Secret,
                 });
             };
+            let items = &mut list.items;
             if items.is_empty() {
                 return Err(StoreError::NotFound);
             }
@@ -138,11 +140,11 @@ impl Store {
             .ok_or(StoreError::NotFound)?;
             let left = items.len() as u64;
             let item_charge = ITEM_OVERHEAD + item.len() as u64;
-            entry.charge -= item_charge;
+            list.charge -= item_charge;
             entry.version += 1;
             entry.revision = revision;
             entry.seq = revision;
-            entry.updated_at = wall_now;
+            entry.updated_at = wall_now.into();
             self.shared.used.fetch_sub(item_charge, Ordering::Relaxed);
             if left == 0 {
                 emptied = shard.remove(key);
@@ -150,7 +152,7 @@ impl Store {
             (item, left)
         };
         if let Some(entry) = &emptied {
-            self.shared.release(entry);
+            self.shared.release(key, entry);
         }
         drop(expired);
         Ok(result)

@@ -4,14 +4,15 @@
 //!
 //! - The keyspace is split over a fixed number of shards, each a
 //!   `std::sync::Mutex<Shard>` holding a `BTreeMap` of entries (ordered, so
-//!   listing by prefix and `after` is a range scan) and a
-//!   `BTreeSet<(Instant, Key)>` of deadlines. Readers of different keys rarely
-//!   meet on the same lock, so reads scale with cores.
+//!   listing by prefix and `after` is a range scan) and a min-heap of
+//!   deadlines ([`deadlines`]: lazy deletion, no B-tree node per entry).
+//!   Readers of different keys rarely meet on the same lock, so reads scale
+//!   with cores.
 //! - A std `Mutex` (not tokio's) is right here: no lock is ever held across an
 //!   `.await`, and critical sections are a map lookup and a pointer copy.
 //! - One purge task sleeps until the earliest deadline of all shards, or until
 //!   a write brings that deadline forward (a `Notify`). It only ever looks at
-//!   the front of each deadline set: expiry never scans the whole store.
+//!   the front of each deadline heap: expiry never scans the whole store.
 //! - Values are [`SecretBytes`], wiped on drop, whose bytes are blocks of
 //!   the secret arena ([`arena`]). A secret's value sits in an
 //!   `Arc` so a GET hands the bytes to the response without a copy; the last
@@ -34,7 +35,7 @@ pub mod key;
 pub mod secret;
 pub mod watch;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
 use std::ops::Bound;
@@ -49,6 +50,8 @@ use crate::store::key::Key;
 use crate::store::secret::SecretBytes;
 use crate::store::watch::{Watch, Watchers};
 
+mod clock;
+mod deadlines;
 mod export;
 mod lists;
 mod purge;
@@ -56,6 +59,8 @@ mod record;
 mod secrets;
 mod shard;
 
+use self::clock::{Tick, WallTime};
+use self::deadlines::Deadlines;
 use self::purge::*;
 pub use self::record::*;
 use self::shard::*;
@@ -180,9 +185,14 @@ impl Store {
             .map_err(|used| StoreError::BudgetExceeded { budget, used })
     }
 
+    /// Now, on the store's clock.
+    fn now(&self) -> Tick {
+        Tick::at(self.shared.epoch, Instant::now())
+    }
+
     /// Tells the purge task about a new deadline if it is the earliest yet.
-    fn schedule(&self, deadline: Instant) {
-        let at = deadline.duration_since(self.shared.epoch).as_nanos() as u64;
+    fn schedule(&self, deadline: Tick) {
+        let Tick(at) = deadline;
         // Most deadlines are later than the next wake: a load, shared
         // between cores, answers that without a write to the line.
         if self.shared.next_wake.load(Ordering::Acquire) <= at {
@@ -193,11 +203,8 @@ impl Store {
         }
     }
 
-    fn deadline_after(&self, ttl: Duration, now: Instant) -> Instant {
-        // `ttl` is bounded by --max-ttl long before this could overflow; fall
-        // back to a far deadline rather than panic if it ever did.
-        now.checked_add(ttl)
-            .unwrap_or_else(|| now + Duration::from_secs(365 * 86_400))
+    fn deadline_after(&self, ttl: Duration, now: Tick) -> Tick {
+        now.after(ttl)
     }
 
     /// Current counters.
@@ -255,8 +262,8 @@ impl Store {
         self.shared.wake.notify_one();
         for shard in self.shared.shards.iter() {
             let taken = std::mem::take(&mut *lock(shard));
-            for entry in taken.entries.values() {
-                self.shared.release(entry);
+            for (key, entry) in &taken.entries {
+                self.shared.release(key, entry);
             }
             // `taken` drops here, wiping every value.
         }

@@ -10,7 +10,7 @@ impl Store {
         value: SecretBytes,
         options: PutOptions,
     ) -> Result<(Meta, bool), StoreError> {
-        let now = Instant::now();
+        let now = self.now();
         let wall_now = SystemTime::now();
         let deadline = self.deadline_after(options.ttl, now);
         let charge = secret_charge(key, &value, &options.content_type);
@@ -43,7 +43,7 @@ impl Store {
             let (old_charge, held, created_at, version) =
                 existing.as_ref().map_or((0, 0, wall_now, 0), |e| {
                     let held = held_elsewhere(e);
-                    (e.charge - held, held, e.created_at, e.version)
+                    (e.charge(key) - held, held, e.created_at.into(), e.version)
                 });
             self.charge(old_charge, charge)?;
             let revision = self.revision();
@@ -56,7 +56,7 @@ impl Store {
                     version: version + 1,
                     created_at,
                     updated_at: wall_now,
-                    expires_at: wall_clock_at(deadline, now, wall_now),
+                    expires_at: deadline.wall_clock(now, wall_now),
                     reads_left: options.max_reads,
                     content_type: options.content_type.clone(),
                 },
@@ -68,17 +68,15 @@ impl Store {
             let entry = Entry {
                 value: Value::Secret(Arc::new(value), options.content_type),
                 deadline,
-                created_at,
-                updated_at: wall_now,
+                created_at: created_at.into(),
+                updated_at: wall_now.into(),
                 version: version + 1,
                 revision,
                 seq: revision,
                 reads_left: options.max_reads,
-                charge,
             };
             let meta = entry.meta(key, now, wall_now);
-            if let Some(old) = shard.entries.insert(key.clone(), entry) {
-                shard.deadlines.remove(&(old.deadline, key.clone()));
+            if let Some(old) = shard.insert(key, entry) {
                 if held > 0 {
                     self.shared.linger(&old, held);
                 }
@@ -86,7 +84,6 @@ impl Store {
             } else {
                 self.shared.entries.fetch_add(1, Ordering::Relaxed);
             }
-            shard.deadlines.insert((deadline, key.clone()));
             (meta, replaced.is_none())
         };
         self.schedule(deadline);
@@ -99,7 +96,7 @@ impl Store {
     /// the read that uses up the last one removes the secret in the same
     /// critical section, so concurrent readers can never both get it.
     pub fn get(&self, key: &Key, consume: bool) -> Result<(Arc<SecretBytes>, Meta), StoreError> {
-        let now = Instant::now();
+        let now = self.now();
         let wall_now = SystemTime::now();
         let mut expired = None;
         let mut consumed = None;
@@ -135,7 +132,7 @@ impl Store {
             (bytes, meta)
         };
         if let Some(entry) = &consumed {
-            self.shared.release(entry);
+            self.shared.release(key, entry);
             self.shared.watchers.changed(key.as_str());
         }
         drop(expired);
@@ -144,7 +141,7 @@ impl Store {
 
     /// Metadata of a key of either kind.
     pub fn meta(&self, key: &Key) -> Result<Meta, StoreError> {
-        let now = Instant::now();
+        let now = self.now();
         let mut expired = None;
         let mut shard = lock(self.shard(key));
         let meta = shard
@@ -157,7 +154,7 @@ impl Store {
 
     /// Sets a new time to live (longer or shorter) on a key of either kind.
     pub fn renew(&self, key: &Key, ttl: Duration) -> Result<Meta, StoreError> {
-        let now = Instant::now();
+        let now = self.now();
         let wall_now = SystemTime::now();
         let deadline = self.deadline_after(ttl, now);
         let mut expired = None;
@@ -170,17 +167,16 @@ impl Store {
                 key,
                 seq,
                 op: ChangeOp::Renew {
-                    expires_at: wall_clock_at(deadline, now, wall_now),
+                    expires_at: deadline.wall_clock(now, wall_now),
                     updated_at: wall_now,
                 },
             })? {
                 entry.seq = seq;
             }
-            let old_deadline = std::mem::replace(&mut entry.deadline, deadline);
-            entry.updated_at = wall_now;
+            entry.deadline = deadline;
+            entry.updated_at = wall_now.into();
             let meta = entry.meta(key, now, wall_now);
-            shard.deadlines.remove(&(old_deadline, key.clone()));
-            shard.deadlines.insert((deadline, key.clone()));
+            shard.set_deadline(key, deadline);
             meta
         };
         self.schedule(deadline);
@@ -189,7 +185,7 @@ impl Store {
 
     /// Removes and wipes a key of either kind. Returns what it was.
     pub fn delete(&self, key: &Key) -> Result<Kind, StoreError> {
-        let now = Instant::now();
+        let now = self.now();
         let mut expired = None;
         let removed = {
             let mut shard = lock(self.shard(key));
@@ -205,7 +201,7 @@ impl Store {
             }
         };
         if let Some(entry) = &removed {
-            self.shared.release(entry);
+            self.shared.release(key, entry);
             self.shared.watchers.changed(key.as_str());
         }
         drop(expired);
@@ -235,7 +231,7 @@ impl Store {
         limit: usize,
         visible: impl Fn(&Key) -> bool,
     ) -> (Vec<Meta>, Option<Key>) {
-        let now = Instant::now();
+        let now = self.now();
         let wall_now = SystemTime::now();
         let lower: Bound<&str> = match after {
             Some(after) if after >= prefix => Bound::Excluded(after),

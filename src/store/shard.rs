@@ -3,28 +3,36 @@
 
 use super::*;
 
-/// One entry in a shard.
+/// One entry in a shard: 80 bytes, inline in the shard map's B-tree
+/// nodes (120 before the times narrowed and the charge went; see
+/// docs/BENCHMARKS.md, "Memory per secret: where the bytes go").
 pub(super) struct Entry {
     pub(super) value: Value,
-    pub(super) deadline: Instant,
-    pub(super) created_at: SystemTime,
-    pub(super) updated_at: SystemTime,
+    pub(super) deadline: Tick,
+    pub(super) created_at: WallTime,
+    pub(super) updated_at: WallTime,
     pub(super) version: u64,
     pub(super) revision: u64,
     /// Sequence number of the last change (equal to `revision` after a
     /// write; renewals and counted reads move it on alone).
     pub(super) seq: u64,
     pub(super) reads_left: Option<u32>,
-    /// What this entry is charged against the memory budget.
-    pub(super) charge: u64,
 }
 
 /// An entry's value. A secret's media type lives beside its bytes rather
 /// than in [`Entry`] as an `Option`: that would cost every entry 24 bytes
-/// where this costs none (the variant fits in the list's 32).
+/// where this costs none. A list is boxed, so that the variant is no
+/// larger than a secret's 24 bytes; lists are few, and what a list is
+/// charged is kept with it (a secret's is computed).
 pub(super) enum Value {
     Secret(Arc<SecretBytes>, MediaType),
-    List(VecDeque<SecretBytes>),
+    List(Box<List>),
+}
+
+/// A list's items and what they and the key are charged.
+pub(super) struct List {
+    pub(super) items: VecDeque<SecretBytes>,
+    pub(super) charge: u64,
 }
 
 impl Value {
@@ -47,16 +55,37 @@ impl Value {
 #[derive(Default)]
 pub(super) struct Shard {
     pub(super) entries: BTreeMap<Key, Entry>,
-    pub(super) deadlines: BTreeSet<(Instant, Key)>,
+    pub(super) deadlines: Deadlines,
 }
 
 impl Shard {
-    /// Removes `key` and its deadline. The entry's bytes are wiped when the
+    /// Removes `key`. Its deadline stays in the index until it comes due
+    /// ([`Deadlines`] deletes lazily). The entry's bytes are wiped when the
     /// returned entry is dropped; callers drop it after releasing the lock.
     pub(super) fn remove(&mut self, key: &Key) -> Option<Entry> {
-        let entry = self.entries.remove(key)?;
-        self.deadlines.remove(&(entry.deadline, key.clone()));
-        Some(entry)
+        self.entries.remove(key)
+    }
+
+    /// Puts `entry` under `key` with its deadline; returns the entry it
+    /// replaced.
+    pub(super) fn insert(&mut self, key: &Key, entry: Entry) -> Option<Entry> {
+        let deadline = entry.deadline;
+        let replaced = self.entries.insert(key.clone(), entry);
+        self.set_deadline(key, deadline);
+        replaced
+    }
+
+    /// Indexes `key`'s new deadline `at` (the entry already holds it), and
+    /// rebuilds the index when left-behind deadlines outnumber the entries.
+    pub(super) fn set_deadline(&mut self, key: &Key, at: Tick) {
+        self.deadlines.push(at, key.clone());
+        if self.deadlines.wants_rebuild(self.entries.len()) {
+            let live = self
+                .entries
+                .iter()
+                .map(|(key, entry)| (entry.deadline, key.clone()));
+            self.deadlines.rebuild(live);
+        }
     }
 
     /// Returns the live entry for `key`. An expired one is removed first and
@@ -65,7 +94,7 @@ impl Shard {
     pub(super) fn live(
         &mut self,
         key: &Key,
-        now: Instant,
+        now: Tick,
         shared: &Shared,
         expired: &mut Option<Entry>,
     ) -> Option<&mut Entry> {
@@ -76,7 +105,7 @@ impl Shard {
         {
             *expired = self.remove(key);
             if let Some(entry) = expired {
-                shared.release(entry);
+                shared.release(key, entry);
                 shared.expired.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -129,9 +158,10 @@ pub(super) fn held_elsewhere(entry: &Entry) -> u64 {
 impl Shared {
     /// Returns a removed entry's bytes and count to the budget; a value a
     /// response still holds stays charged until it is let go.
-    pub(super) fn release(&self, entry: &Entry) {
+    pub(super) fn release(&self, key: &Key, entry: &Entry) {
         let held = held_elsewhere(entry);
-        self.used.fetch_sub(entry.charge - held, Ordering::Relaxed);
+        self.used
+            .fetch_sub(entry.charge(key) - held, Ordering::Relaxed);
         self.entries.fetch_sub(1, Ordering::Relaxed);
         if held > 0 {
             self.linger(entry, held);
@@ -175,18 +205,19 @@ pub(super) fn lock<T>(shard: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-pub(super) fn wall_clock_at(deadline: Instant, now: Instant, wall_now: SystemTime) -> SystemTime {
-    match deadline.checked_duration_since(now) {
-        Some(ahead) => wall_now + ahead,
-        None => wall_now - now.duration_since(deadline),
-    }
-}
-
 impl Entry {
-    pub(super) fn meta(&self, key: &Key, now: Instant, wall_now: SystemTime) -> Meta {
+    /// What this entry is charged against the memory budget.
+    pub(super) fn charge(&self, key: &Key) -> u64 {
+        match &self.value {
+            Value::Secret(bytes, media_type) => secret_charge(key, bytes, media_type),
+            Value::List(list) => list.charge,
+        }
+    }
+
+    pub(super) fn meta(&self, key: &Key, now: Tick, wall_now: SystemTime) -> Meta {
         let size = match &self.value {
             Value::Secret(bytes, _) => bytes.len() as u64,
-            Value::List(items) => items.len() as u64,
+            Value::List(list) => list.items.len() as u64,
         };
         Meta {
             key: key.clone(),
@@ -194,9 +225,9 @@ impl Entry {
             size,
             version: self.version,
             revision: self.revision,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-            expires_at: wall_clock_at(self.deadline, now, wall_now),
+            created_at: self.created_at.into(),
+            updated_at: self.updated_at.into(),
+            expires_at: self.deadline.wall_clock(now, wall_now),
             reads_left: self.reads_left,
             content_type: self.value.media_type().cloned(),
         }

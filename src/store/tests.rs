@@ -29,12 +29,11 @@ fn the_default_media_type_is_recognised_however_it_arrives() {
 
 #[test]
 fn a_secret_media_type_costs_an_entry_no_space() {
-    // The secret variant (an Arc and a MediaType, 24 bytes) fits in the
-    // list variant's 32, and the list's capacity leaves a niche for the
-    // tag: a value is as large as a VecDeque and no larger.
+    // The secret variant (an Arc and a MediaType, 24 bytes) sets the size:
+    // the list is boxed, and the Arc's niche holds the tag.
     assert_eq!(
         std::mem::size_of::<Value>(),
-        std::mem::size_of::<VecDeque<SecretBytes>>()
+        std::mem::size_of::<(Arc<SecretBytes>, MediaType)>()
     );
 }
 
@@ -529,4 +528,14 @@ fn a_change_applies_to_a_record_as_the_store_made_it() {
         Applied::Removed
     );
     assert_eq!(record.apply(9, ChangeOp::Delete), Applied::Removed);
+}
+
+#[test]
+fn an_entry_and_a_deadline_stay_narrow() {
+    // Each byte of an entry costs about two per secret in the shard map's
+    // half-full B-tree nodes (docs/BENCHMARKS.md, "Memory per secret: where
+    // the bytes go"): a field added here should be a choice.
+    assert_eq!(std::mem::size_of::<Entry>(), 80);
+    assert_eq!(std::mem::size_of::<Value>(), 24);
+    assert_eq!(std::mem::size_of::<(Tick, Key)>(), 24);
 }
