@@ -14,7 +14,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use nix::sys::resource::{getrusage, UsageWho};
 use nix::sys::signal::{kill, Signal};
+use nix::sys::time::TimeVal;
 use nix::unistd::Pid;
 
 use crate::failure::{Failure, Step};
@@ -173,6 +175,28 @@ pub fn cpu_time(pid: u32) -> Result<Duration, Failure> {
     };
     let total = ticks(11)? + ticks(12)?;
     Ok(Duration::from_millis(total * 1000 / TICKS_PER_SECOND))
+}
+
+/// CPU time (user + system) of this process so far: the in-repo load
+/// generator's, read around a run in which nothing else of ours works.
+pub fn own_cpu_time() -> Result<Duration, Failure> {
+    rusage(UsageWho::RUSAGE_SELF)
+}
+
+/// CPU time of this process's children that have exited and been waited
+/// for: read around one oha or redis-benchmark run, the difference is that
+/// run's (the servers under test are reaped only at the end).
+pub fn reaped_children_cpu_time() -> Result<Duration, Failure> {
+    rusage(UsageWho::RUSAGE_CHILDREN)
+}
+
+fn rusage(who: UsageWho) -> Result<Duration, Failure> {
+    let usage = getrusage(who).step(|| "reading getrusage".into())?;
+    let time = |value: TimeVal| {
+        Duration::from_secs(value.tv_sec().unsigned_abs())
+            + Duration::from_micros(value.tv_usec().unsigned_abs())
+    };
+    Ok(time(usage.user_time()) + time(usage.system_time()))
 }
 
 /// True while `pid` exists and is not a zombie.
