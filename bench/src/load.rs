@@ -415,6 +415,9 @@ struct Clock {
 
 impl Clock {
     fn start(server_pid: Option<u32>) -> Result<Clock, Failure> {
+        if let Some(pid) = server_pid {
+            process::pin_server(pid)?;
+        }
         let cpu_before = cpu_now(server_pid)?;
         Ok(Clock {
             start: Instant::now(),

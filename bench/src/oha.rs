@@ -75,6 +75,9 @@ pub async fn run(
         command.args(["-m", "PUT", "-D"]).arg(body);
     }
     command.arg(&load.url);
+    if let Some(pid) = server_pid {
+        process::pin_server(pid)?;
+    }
     let cpu_before = server_pid.map(process::cpu_time).transpose()?;
     let oha_cpu_before = process::reaped_children_cpu_time()?;
     let json = run_captured(

@@ -233,6 +233,7 @@ impl Redis {
             .arg("-d")
             .arg(value_len.to_string())
             .args(["-t", test, "--csv"]);
+        process::pin_server(self.child.pid())?;
         let before = self.child.cpu_time()?;
         let generator_before = process::reaped_children_cpu_time()?;
         // Even at a slow 2k requests/s this is generous, and still bounded.

@@ -76,6 +76,8 @@ pub struct Settings {
     pub settle: Duration,
     /// The window the waiting GETs' idle CPU is read over.
     pub idle: Duration,
+    /// Servers on some CPUs, load generators on another (`--pin`).
+    pub pin: bool,
 }
 
 /// Rules in the policy of the `tmpvault+policy` column. The bench's own
@@ -1007,7 +1009,7 @@ fn preamble(settings: &Settings, bench: &Bench<'_>) -> Vec<String> {
                 .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
         })
         .unwrap_or_else(|| "unknown CPU".into());
-    let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let cpus = process::machine_cpus();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map_or_else(|_| "unknown".into(), |text| text.trim().to_owned());
     let load = std::fs::read_to_string("/proc/loadavg").map_or_else(
@@ -1043,6 +1045,10 @@ fn preamble(settings: &Settings, bench: &Bench<'_>) -> Vec<String> {
             tmpvault::http::server::HTTP2_MAX_CONCURRENT_STREAMS
         ),
         format!("machine: {cpus} CPUs, {cpu}, Linux {kernel}, load average at start {load}"),
+        process::pinning().map_or_else(
+            || "CPUs: shared by the servers and the load generators (--pin separates them)".to_owned(),
+            str::to_owned,
+        ),
         format!("load generator: {generator}"),
         format!("tmpvault: {} serve, stderr to /dev/null; 'tmpvault' = default logging (one JSON audit line per request), 'tmpvault warn' = RUST_LOG=warn (no audit line), 'tmpvault+policy' = default logging and --policy with {POLICY_RULES} rules, the client's rule last", bench.tmpvault.display()),
         "baseline: hyper-util auto builder + tokio-rustls with tmpvault::tls::server_config (ring, TLS 1.3, client certificates required) and tmpvault's HTTP/2 settings (tmpvault::http::server::HTTP2_*); GET -> fixed 1 KiB, PUT -> read body, 204".into(),
