@@ -108,6 +108,8 @@ pub struct Outcome {
     pub latency: Histogram<u64>,
     /// CPU time the server used over `elapsed`, when its pid was given.
     pub server_cpu: Option<Duration>,
+    /// CPU time the generator itself (this process) used over `elapsed`.
+    pub generator_cpu: Option<Duration>,
     /// (sent, answered) of each successful request, with `record_times`.
     pub times: Vec<(Instant, Instant)>,
 }
@@ -125,9 +127,18 @@ impl Outcome {
 
     /// Server CPU microseconds per successful request.
     pub fn cpu_us_per_request(&self) -> Option<f64> {
-        let cpu = self.server_cpu?;
-        (self.requests > 0).then(|| cpu.as_secs_f64() * 1e6 / self.requests as f64)
+        per_request(self.server_cpu?, self.requests)
     }
+
+    /// The generator's CPU microseconds per successful request.
+    pub fn generator_cpu_us_per_request(&self) -> Option<f64> {
+        per_request(self.generator_cpu?, self.requests)
+    }
+}
+
+/// `cpu` spread over `requests`, in microseconds; `None` for no requests.
+pub fn per_request(cpu: Duration, requests: u64) -> Option<f64> {
+    (requests > 0).then(|| cpu.as_secs_f64() * 1e6 / requests as f64)
 }
 
 fn histogram() -> Histogram<u64> {
@@ -370,6 +381,7 @@ fn merge(tallies: Vec<Tally>, start: Instant) -> Result<Outcome, Failure> {
         elapsed: end.saturating_duration_since(start),
         latency: histogram(),
         server_cpu: None,
+        generator_cpu: None,
         times: Vec::new(),
     };
     for tally in tallies {
@@ -392,23 +404,26 @@ fn cpu_now(pid: Option<u32>) -> Result<Option<Duration>, Failure> {
     pid.map(process::cpu_time).transpose()
 }
 
-/// Waits for every task, bounded by `limit`; a task that panicked or is
-/// still running past `limit` fails the run, and then every task still
-/// running is aborted.
-/// The start of a measured run: the time, and the server's CPU time then.
+/// The start of a measured run: the time, and the server's and the
+/// generator's CPU time then.
 struct Clock {
     start: Instant,
     server_pid: Option<u32>,
     cpu_before: Option<Duration>,
+    own_cpu_before: Duration,
 }
 
 impl Clock {
     fn start(server_pid: Option<u32>) -> Result<Clock, Failure> {
+        if let Some(pid) = server_pid {
+            process::pin_server(pid)?;
+        }
         let cpu_before = cpu_now(server_pid)?;
         Ok(Clock {
             start: Instant::now(),
             server_pid,
             cpu_before,
+            own_cpu_before: process::own_cpu_time()?,
         })
     }
 }
@@ -422,14 +437,19 @@ async fn finish(
 ) -> Result<Outcome, Failure> {
     let tallies = join_all(tasks, limit).await?;
     let cpu_after = cpu_now(clock.server_pid)?;
+    let own_cpu_after = process::own_cpu_time()?;
     let mut outcome = merge(tallies, clock.start)?;
     outcome.server_cpu = clock
         .cpu_before
         .zip(cpu_after)
         .map(|(before, after)| after.saturating_sub(before));
+    outcome.generator_cpu = Some(own_cpu_after.saturating_sub(clock.own_cpu_before));
     Ok(outcome)
 }
 
+/// Waits for every task, bounded by `limit`; a task that panicked or is
+/// still running past `limit` fails the run, and then every task still
+/// running is aborted.
 async fn join_all<T>(tasks: Vec<JoinHandle<T>>, limit: Duration) -> Result<Vec<T>, Failure> {
     let deadline = Instant::now() + limit;
     let aborts: Vec<_> = tasks.iter().map(JoinHandle::abort_handle).collect();

@@ -5,7 +5,7 @@
 //! ```text
 //! cargo build --release --workspace --bins
 //! target/release/tmpvault-bench [--duration 5s] [--connections 50] [--rounds 3]
-//!     [--h2-connections 4] [--h2-streams 16] [--quick]
+//!     [--h2-connections 4] [--h2-streams 16] [--pin] [--quick]
 //! ```
 //!
 //! Progress goes to stderr; the table (every figure, and PASS or MISS beside
@@ -83,6 +83,10 @@ struct Cli {
     /// installed), with --secrets secrets of 32 B.
     #[arg(long)]
     memory_only: bool,
+    /// Run the load generators on the last CPU and the servers on the
+    /// others, so that they do not share time slices (p99 under load).
+    #[arg(long)]
+    pin: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -110,6 +114,7 @@ impl Cli {
             warmup: Duration::from_millis(if quick { 200 } else { 1_000 }),
             settle: Duration::from_millis(if quick { 200 } else { 500 }),
             idle: Duration::from_secs(if quick { 1 } else { 5 }),
+            pin: self.pin,
         };
         if settings.connections == 0 || settings.rounds == 0 || settings.secrets == 0 {
             return Err(Failure::new(
@@ -152,6 +157,9 @@ async fn interrupted() {
 }
 
 fn bench(settings: &Settings, memory_only: bool) -> Result<String, Failure> {
+    if settings.pin {
+        process::pin()?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

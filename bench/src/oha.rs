@@ -1,6 +1,6 @@
-//! `oha`, used for the keep-alive GET and PUT figures when it is on `PATH`
-//! (the first choice of load generator): `--no-tui --output-format
-//! json`, the client certificate through `--cacert/--cert/--key`.
+//! `oha`, a second generator for the keep-alive GET and PUT figures when it
+//! is on `PATH` (`cargo install oha`): `--no-tui --output-format json`, the
+//! client certificate through `--cacert/--cert/--key`.
 //!
 //! Its JSON gives requests per second over the run and latency percentiles
 //! in seconds; the server's CPU time is read around the whole process, so
@@ -13,6 +13,7 @@ use std::time::Duration;
 use tmpvault::tls::ClientTlsFiles;
 
 use crate::failure::{Failure, Step};
+use crate::load::per_request;
 use crate::process::{self, run_captured};
 
 /// What one oha run measured.
@@ -28,6 +29,8 @@ pub struct OhaRun {
     pub errors: u64,
     /// Server CPU µs per request, when the server's pid was given.
     pub cpu_us_per_request: Option<f64>,
+    /// oha's own CPU µs per request.
+    pub generator_cpu_us_per_request: Option<f64>,
 }
 
 /// One oha run: `connections` keep-alive connections for `duration` against
@@ -72,7 +75,11 @@ pub async fn run(
         command.args(["-m", "PUT", "-D"]).arg(body);
     }
     command.arg(&load.url);
+    if let Some(pid) = server_pid {
+        process::pin_server(pid)?;
+    }
     let cpu_before = server_pid.map(process::cpu_time).transpose()?;
+    let oha_cpu_before = process::reaped_children_cpu_time()?;
     let json = run_captured(
         "oha",
         command,
@@ -81,6 +88,7 @@ pub async fn run(
     )
     .await?;
     let cpu_after = server_pid.map(process::cpu_time).transpose()?;
+    let oha_cpu = process::reaped_children_cpu_time()?.saturating_sub(oha_cpu_before);
     let step = || format!("reading oha's JSON for {}", load.url);
     let value: serde_json::Value = serde_json::from_str(&json).step(step)?;
     let seconds = |pointer: &str| {
@@ -124,7 +132,7 @@ pub async fn run(
         p50_us: seconds("/latencyPercentiles/p50")? * 1e6,
         p99_us: seconds("/latencyPercentiles/p99")? * 1e6,
         errors: failed,
-        cpu_us_per_request: cpu
-            .and_then(|cpu| (succeeded > 0).then(|| cpu.as_secs_f64() * 1e6 / succeeded as f64)),
+        cpu_us_per_request: cpu.and_then(|cpu| per_request(cpu, succeeded)),
+        generator_cpu_us_per_request: per_request(oha_cpu, succeeded),
     })
 }

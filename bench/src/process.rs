@@ -11,10 +11,14 @@ use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+use nix::sys::resource::{getrusage, UsageWho};
 use nix::sys::signal::{kill, Signal};
+use nix::sys::time::TimeVal;
 use nix::unistd::Pid;
 
 use crate::failure::{Failure, Step};
@@ -173,6 +177,117 @@ pub fn cpu_time(pid: u32) -> Result<Duration, Failure> {
     };
     let total = ticks(11)? + ticks(12)?;
     Ok(Duration::from_millis(total * 1000 / TICKS_PER_SECOND))
+}
+
+/// CPU time (user + system) of this process so far: the in-repo load
+/// generator's, read around a run in which nothing else of ours works.
+pub fn own_cpu_time() -> Result<Duration, Failure> {
+    rusage(UsageWho::RUSAGE_SELF)
+}
+
+/// CPU time of this process's children that have exited and been waited
+/// for: read around one oha or redis-benchmark run, the difference is that
+/// run's (the servers under test are reaped only at the end).
+pub fn reaped_children_cpu_time() -> Result<Duration, Failure> {
+    rusage(UsageWho::RUSAGE_CHILDREN)
+}
+
+fn rusage(who: UsageWho) -> Result<Duration, Failure> {
+    let usage = getrusage(who).step(|| "reading getrusage".into())?;
+    let time = |value: TimeVal| {
+        Duration::from_secs(value.tv_sec().unsigned_abs())
+            + Duration::from_micros(value.tv_usec().unsigned_abs())
+    };
+    Ok(time(usage.user_time()) + time(usage.system_time()))
+}
+
+/// With `--pin`: the CPUs of the servers under test, and what the pinning
+/// was, for the preamble.
+struct Pinning {
+    servers: CpuSet,
+    cpus: usize,
+    text: String,
+}
+
+static PINNING: OnceLock<Pinning> = OnceLock::new();
+
+/// `--pin`: this process (the in-repo generator, and the oha and
+/// redis-benchmark runs it starts, which inherit it) on the last CPU it may
+/// use, and every server, as each measured run starts, on the others, so
+/// that generator and servers stop taking each other's time slices. Call
+/// it before any thread is started: threads inherit their creator's CPUs.
+pub fn pin() -> Result<(), Failure> {
+    let step = || "pinning the load generator and the servers (--pin)".to_owned();
+    let allowed = sched_getaffinity(Pid::from_raw(0)).step(step)?;
+    let cpus: Vec<usize> = (0..CpuSet::count())
+        .filter(|&cpu| allowed.is_set(cpu).unwrap_or(false))
+        .collect();
+    let Some((&generator_cpu, server_cpus)) =
+        cpus.split_last().filter(|(_, rest)| !rest.is_empty())
+    else {
+        return Err(Failure::new(step(), "needs at least 2 CPUs"));
+    };
+    let mut generator = CpuSet::new();
+    generator.set(generator_cpu).step(step)?;
+    let mut servers = CpuSet::new();
+    for &cpu in server_cpus {
+        servers.set(cpu).step(step)?;
+    }
+    pin_threads(std::process::id(), &generator)?;
+    let listed: Vec<String> = server_cpus.iter().map(usize::to_string).collect();
+    let text = format!(
+        "pinned (--pin): servers on CPU {}, load generators on CPU {generator_cpu}",
+        listed.join(",")
+    );
+    let _ = PINNING.set(Pinning {
+        servers,
+        cpus: cpus.len(),
+        text,
+    });
+    Ok(())
+}
+
+/// Moves every thread of the server `pid` onto the servers' CPUs, when
+/// `--pin` was given.
+pub fn pin_server(pid: u32) -> Result<(), Failure> {
+    match PINNING.get() {
+        Some(pinning) => pin_threads(pid, &pinning.servers),
+        None => Ok(()),
+    }
+}
+
+/// What `--pin` did, if it was given.
+pub fn pinning() -> Option<&'static str> {
+    PINNING.get().map(|pinning| pinning.text.as_str())
+}
+
+/// The CPUs this process could use before any pinning.
+pub fn machine_cpus() -> usize {
+    PINNING.get().map_or_else(
+        || std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+        |pinning| pinning.cpus,
+    )
+}
+
+fn pin_threads(pid: u32, cpus: &CpuSet) -> Result<(), Failure> {
+    let dir = format!("/proc/{pid}/task");
+    let step = || format!("setting the CPUs of the threads in {dir}");
+    for entry in std::fs::read_dir(&dir).step(step)? {
+        let entry = entry.step(step)?;
+        let Some(tid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse().ok())
+        else {
+            continue;
+        };
+        // A thread may have ended since the listing.
+        match sched_setaffinity(Pid::from_raw(tid), cpus) {
+            Ok(()) | Err(Errno::ESRCH) => {}
+            Err(error) => return Err(error).step(step),
+        }
+    }
+    Ok(())
 }
 
 /// True while `pid` exists and is not a zombie.

@@ -56,12 +56,19 @@ pub struct BenchmarkRun {
     pub requests: u64,
     /// CPU time of redis-server over the run.
     pub server_cpu: Duration,
+    /// CPU time of redis-benchmark itself.
+    pub generator_cpu: Duration,
 }
 
 impl BenchmarkRun {
     /// Server CPU microseconds per request.
     pub fn cpu_us_per_request(&self) -> f64 {
         self.server_cpu.as_secs_f64() * 1e6 / self.requests.max(1) as f64
+    }
+
+    /// redis-benchmark's CPU microseconds per request.
+    pub fn generator_cpu_us_per_request(&self) -> f64 {
+        self.generator_cpu.as_secs_f64() * 1e6 / self.requests.max(1) as f64
     }
 }
 
@@ -226,11 +233,14 @@ impl Redis {
             .arg("-d")
             .arg(value_len.to_string())
             .args(["-t", test, "--csv"]);
+        process::pin_server(self.child.pid())?;
         let before = self.child.cpu_time()?;
+        let generator_before = process::reaped_children_cpu_time()?;
         // Even at a slow 2k requests/s this is generous, and still bounded.
         let timeout = Duration::from_secs(30) + Duration::from_millis(requests / 2);
         let csv = run_captured("redis-benchmark", command, None, timeout).await?;
         let after = self.child.cpu_time()?;
+        let generator_cpu = process::reaped_children_cpu_time()?.saturating_sub(generator_before);
         let (rate, p50_ms, p99_ms) = parse_csv(&csv, test).ok_or_else(|| {
             Failure::new(
                 format!("reading redis-benchmark -t {test} output"),
@@ -243,6 +253,7 @@ impl Redis {
             p99_us: p99_ms * 1000.0,
             requests,
             server_cpu: after.saturating_sub(before),
+            generator_cpu,
         })
     }
 }

@@ -20,6 +20,10 @@ pub struct Throughput {
     pub p99_us: f64,
     /// Server CPU µs per request, when it could be read.
     pub cpu_us: Option<f64>,
+    /// The load generator's own CPU µs per request: on a machine with
+    /// fewer cores than the load needs, the generator and the server share
+    /// them, and a heavier generator squeezes every rate ratio towards 1.
+    pub generator_cpu_us: Option<f64>,
     /// Failed requests (non-2xx, wrong body, transport errors).
     pub errors: u64,
     /// The first failure, to explain `errors`.
@@ -202,8 +206,12 @@ pub struct Figures {
     pub preamble: Vec<String>,
     /// Keep-alive GET.
     pub get: Scenario,
+    /// Keep-alive GET with oha, when it is on `PATH`.
+    pub oha_get: Option<Scenario>,
     /// Keep-alive PUT.
     pub put: Scenario,
+    /// Keep-alive PUT with oha, when it is on `PATH`.
+    pub oha_put: Option<Scenario>,
     /// One new connection per GET.
     pub connect: Scenario,
     /// GET over HTTP/2, a few connections with many streams each.
@@ -299,7 +307,7 @@ struct Row {
 
 /// The rows under each scenario; the first one's label is the scenario's
 /// unit (`req/s` or `conn/s`).
-const ROWS: [Row; 4] = [
+const ROWS: [Row; 5] = [
     Row {
         label: "rate",
         figure: |t| Some(t.rate),
@@ -320,17 +328,27 @@ const ROWS: [Row; 4] = [
         figure: |t| t.cpu_us,
         format: |v| format!("{v:.1} µs"),
     },
+    Row {
+        label: "generator CPU",
+        figure: |t| t.generator_cpu_us,
+        format: |v| format!("{v:.1} µs"),
+    },
 ];
 
 impl Figures {
-    fn scenarios(&self) -> [&Scenario; 5] {
+    fn scenarios(&self) -> Vec<&Scenario> {
         [
-            &self.get,
-            &self.put,
-            &self.connect,
-            &self.h2_get,
-            &self.h2_put,
+            Some(&self.get),
+            self.oha_get.as_ref(),
+            Some(&self.put),
+            self.oha_put.as_ref(),
+            Some(&self.connect),
+            Some(&self.h2_get),
+            Some(&self.h2_put),
         ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
 
     /// The table, as printed to stdout and copied into docs/BENCHMARKS.md.
@@ -438,6 +456,18 @@ impl Figures {
 impl Memory {
     /// The RSS-per-secret lines, tmpvault's and Redis's: all that
     /// `--memory-only` prints.
+    /// tmpvault's RSS growth per stored secret, bytes.
+    fn per_secret_rss(&self) -> f64 {
+        self.full_rss.saturating_sub(self.idle_rss) as f64 / self.secrets.max(1) as f64
+    }
+
+    /// tmpvault's RSS per secret over Redis's `used_memory` per secret.
+    fn per_secret_vs_redis(&self) -> Option<f64> {
+        let redis = self.redis.as_ref().ok()?;
+        let used = redis.used_after.saturating_sub(redis.used_before) as f64;
+        (used > 0.0).then(|| self.per_secret_rss() / (used / self.secrets.max(1) as f64))
+    }
+
     pub fn render_per_secret(&self, out: &mut String) {
         let memory = self;
         let grown = memory.full_rss.saturating_sub(memory.idle_rss);
@@ -557,12 +587,23 @@ impl Figures {
             let _ = writeln!(out, "{}{}    {verdict}", pad(label, 46), right(&text, 10));
         };
         let times = |v: f64| format!("{v:.2}×");
+        // Issue 19 raised the HTTP/1.1 targets to where the latest run
+        // was (GET 0.90 → 0.95, PUT 0.85 → 0.90) and added PUT's p99, the
+        // idle RSS against the baseline's and the RSS per secret.
         row(
-            "GET ≥ 0.90× baseline",
+            "GET ≥ 0.95× baseline",
             Scenario::ratio(&self.get.tmpvault, &self.get.baseline),
             &times,
-            &|v| v >= 0.90,
+            &|v| v >= 0.95,
         );
+        if let Some(oha) = &self.oha_get {
+            row(
+                "GET ≥ 0.95× baseline, with oha",
+                Scenario::ratio(&oha.tmpvault, &oha.baseline),
+                &times,
+                &|v| v >= 0.95,
+            );
+        }
         row(
             "GET ≥ 1.10× Redis-TLS",
             Scenario::ratio(&self.get.tmpvault, &self.get.redis),
@@ -570,10 +611,25 @@ impl Figures {
             &|v| v >= 1.10,
         );
         row(
-            "PUT ≥ 0.85× baseline",
+            "PUT ≥ 0.90× baseline",
             Scenario::ratio(&self.put.tmpvault, &self.put.baseline),
             &times,
-            &|v| v >= 0.85,
+            &|v| v >= 0.90,
+        );
+        if let Some(oha) = &self.oha_put {
+            row(
+                "PUT ≥ 0.90× baseline, with oha",
+                Scenario::ratio(&oha.tmpvault, &oha.baseline),
+                &times,
+                &|v| v >= 0.90,
+            );
+        }
+        let p99 = |round: &Throughput| Some(round.p99_us);
+        row(
+            "PUT p99 ≤ 1.5× baseline's",
+            Scenario::ratio_of(&self.put.tmpvault, &self.put.baseline, p99),
+            &times,
+            &|v| v <= 1.5,
         );
         row(
             "HTTP/2 GET ≥ 0.90× baseline",
@@ -604,6 +660,24 @@ impl Figures {
             Some(self.memory.idle_rss as f64),
             &|v| format!("{:.2} MiB", v / MIB),
             &|v| v <= IDLE_RSS_TARGET,
+        );
+        row(
+            "idle RSS ≤ 1.15× baseline's",
+            Some(self.memory.idle_rss as f64 / self.memory.baseline_idle_rss.max(1) as f64),
+            &times,
+            &|v| v <= 1.15,
+        );
+        row(
+            "RSS per 32-B secret ≤ 200 B",
+            Some(self.memory.per_secret_rss()),
+            &|v| format!("{v:.0} B"),
+            &|v| v <= 200.0,
+        );
+        row(
+            "RSS per secret ≤ 1.6× Redis used_memory",
+            self.memory.per_secret_vs_redis(),
+            &times,
+            &|v| v <= 1.6,
         );
         for waiters in &self.waiters {
             let over = if waiters.shape.contains("HTTP/2") {
@@ -748,6 +822,7 @@ mod tests {
             p50_us: 0.0,
             p99_us: 0.0,
             cpu_us: None,
+            generator_cpu_us: None,
             errors: 0,
             first_error: None,
         };

@@ -76,6 +76,8 @@ pub struct Settings {
     pub settle: Duration,
     /// The window the waiting GETs' idle CPU is read over.
     pub idle: Duration,
+    /// Servers on some CPUs, load generators on another (`--pin`).
+    pub pin: bool,
 }
 
 /// Rules in the policy of the `tmpvault+policy` column. The bench's own
@@ -257,7 +259,8 @@ impl Bench<'_> {
         Ok(Server { child, target })
     }
 
-    /// One keep-alive run of GETs or PUTs against `server`.
+    /// One keep-alive run of GETs or PUTs against `server`, with the
+    /// in-repo generator.
     async fn keep_alive(
         &self,
         server: &Server,
@@ -265,35 +268,6 @@ impl Bench<'_> {
         duration: Duration,
     ) -> Result<Throughput, Failure> {
         let settings = self.settings;
-        if let Some(oha) = &self.oha {
-            let put = *method == Method::PUT;
-            // oha sends one URL: every PUT goes to the same key.
-            let path = if put {
-                "/v1/secrets/bench/put/0"
-            } else {
-                GET_PATH
-            };
-            let run = oha::run(
-                oha,
-                &OhaLoad {
-                    url: format!("https://{}{path}", server.target.addr()),
-                    connections: settings.connections,
-                    duration,
-                    body: put.then_some(self.put_body_file.as_path()),
-                },
-                &self.workdir.client_files(),
-                Some(server.child.pid()),
-            )
-            .await?;
-            return Ok(Throughput {
-                rate: run.rate,
-                p50_us: run.p50_us,
-                p99_us: run.p99_us,
-                cpu_us: run.cpu_us_per_request,
-                errors: run.errors,
-                first_error: None,
-            });
-        }
         let outcome = load::keep_alive(
             &server.target,
             &Load {
@@ -307,6 +281,44 @@ impl Bench<'_> {
         )
         .await?;
         Ok(throughput(&outcome))
+    }
+
+    /// The same run with oha.
+    async fn keep_alive_oha(
+        &self,
+        oha: &Path,
+        server: &Server,
+        method: &Method,
+        duration: Duration,
+    ) -> Result<Throughput, Failure> {
+        let put = *method == Method::PUT;
+        // oha sends one URL: every PUT goes to the same key.
+        let path = if put {
+            "/v1/secrets/bench/put/0"
+        } else {
+            GET_PATH
+        };
+        let run = oha::run(
+            oha,
+            &OhaLoad {
+                url: format!("https://{}{path}", server.target.addr()),
+                connections: self.settings.connections,
+                duration,
+                body: put.then_some(self.put_body_file.as_path()),
+            },
+            &self.workdir.client_files(),
+            Some(server.child.pid()),
+        )
+        .await?;
+        Ok(Throughput {
+            rate: run.rate,
+            p50_us: run.p50_us,
+            p99_us: run.p99_us,
+            cpu_us: run.cpu_us_per_request,
+            generator_cpu_us: run.generator_cpu_us_per_request,
+            errors: run.errors,
+            first_error: None,
+        })
     }
 
     /// One HTTP/2 run of GETs or PUTs against `server`:
@@ -374,6 +386,7 @@ fn throughput(outcome: &load::Outcome) -> Throughput {
         p50_us: outcome.percentile_us(50.0),
         p99_us: outcome.percentile_us(99.0),
         cpu_us: outcome.cpu_us_per_request(),
+        generator_cpu_us: outcome.generator_cpu_us_per_request(),
         errors: outcome.errors,
         first_error: outcome.first_error.clone(),
     }
@@ -470,8 +483,22 @@ pub async fn run(settings: &Settings, workdir: &Workdir) -> Result<Figures, Fail
 
     // 2. Load, alternating systems within each round.
     let mut redis_rate = RedisRate::default();
-    let get = load_scenario(&bench, &servers, "GET 1 KiB", &Method::GET, &mut redis_rate).await?;
-    let put = load_scenario(&bench, &servers, "PUT 1 KiB", &Method::PUT, &mut redis_rate).await?;
+    let (get, oha_get) = load_scenario(
+        &bench,
+        &servers,
+        ["GET 1 KiB", "GET 1 KiB, oha"],
+        &Method::GET,
+        &mut redis_rate,
+    )
+    .await?;
+    let (put, oha_put) = load_scenario(
+        &bench,
+        &servers,
+        ["PUT 1 KiB", "PUT 1 KiB, oha"],
+        &Method::PUT,
+        &mut redis_rate,
+    )
+    .await?;
     let connect = connect_scenario(&bench, &servers).await?;
     warm_up_h2(&bench, &servers).await?;
     let h2_get = h2_scenario(&bench, &servers, "HTTP/2 GET 1 KiB", &Method::GET).await?;
@@ -519,7 +546,9 @@ pub async fn run(settings: &Settings, workdir: &Workdir) -> Result<Figures, Fail
     Ok(Figures {
         preamble,
         get,
+        oha_get,
         put,
+        oha_put,
         connect,
         h2_get,
         h2_put,
@@ -567,14 +596,17 @@ impl Default for RedisRate {
 }
 
 /// Keep-alive GET or PUT: every round runs the baseline, tmpvault,
-/// tmpvault `warn`, tmpvault with a policy and Redis, back to back.
+/// tmpvault `warn`, tmpvault with a policy and Redis, back to back; and,
+/// when oha is on `PATH`, the baseline, tmpvault and tmpvault `warn` again
+/// with oha (the second scenario).
 async fn load_scenario(
     bench: &Bench<'_>,
     servers: &Servers,
-    name: &'static str,
+    names: [&'static str; 2],
     method: &Method,
     redis_rate: &mut RedisRate,
-) -> Result<Scenario, Failure> {
+) -> Result<(Scenario, Option<Scenario>), Failure> {
+    let [name, oha_name] = names;
     let settings = bench.settings;
     let (test, rate) = if *method == Method::PUT {
         ("set", &mut redis_rate.set)
@@ -582,11 +614,22 @@ async fn load_scenario(
         ("get", &mut redis_rate.get)
     };
     let mut columns: [Vec<Throughput>; 4] = Default::default();
+    let mut oha_columns: [Vec<Throughput>; 3] = Default::default();
     let mut redis_rounds = Vec::new();
     let mut redis_error = None;
     for round in 0..settings.rounds {
         for (column, server) in columns.iter_mut().zip(servers.http()) {
             column.push(bench.keep_alive(server, method, settings.duration).await?);
+        }
+        if let Some(oha) = &bench.oha {
+            let systems = [&servers.baseline, &servers.default, &servers.quiet];
+            for (column, server) in oha_columns.iter_mut().zip(systems) {
+                column.push(
+                    bench
+                        .keep_alive_oha(oha, server, method, settings.duration)
+                        .await?,
+                );
+            }
         }
         if let Ok(redis) = &servers.redis {
             let requests = ((*rate * settings.duration.as_secs_f64()) as u64).max(5_000);
@@ -601,6 +644,7 @@ async fn load_scenario(
                         p50_us: run.p50_us,
                         p99_us: run.p99_us,
                         cpu_us: Some(run.cpu_us_per_request()),
+                        generator_cpu_us: Some(run.generator_cpu_us_per_request()),
                         errors: 0,
                         first_error: None,
                     });
@@ -617,7 +661,7 @@ async fn load_scenario(
         );
     }
     let [baseline, tmpvault, quiet, policy] = columns;
-    Ok(Scenario {
+    let scenario = Scenario {
         name,
         unit: "req/s",
         baseline: Column::Rounds(baseline),
@@ -629,7 +673,20 @@ async fn load_scenario(
             (Ok(_), Some(error)) => Column::Skipped(error),
             (Ok(_), None) => Column::Rounds(redis_rounds),
         },
-    })
+    };
+    let with_oha = bench.oha.is_some().then(|| {
+        let [baseline, tmpvault, quiet] = oha_columns;
+        Scenario {
+            name: oha_name,
+            unit: "req/s",
+            baseline: Column::Rounds(baseline),
+            tmpvault: Column::Rounds(tmpvault),
+            quiet: Column::Rounds(quiet),
+            policy: Column::Skipped("measured with the in-repo generator only".into()),
+            redis: Column::Skipped("Redis is driven by redis-benchmark".into()),
+        }
+    });
+    Ok((scenario, with_oha))
 }
 
 /// A short unmeasured HTTP/2 load on each server that the HTTP/2
@@ -952,7 +1009,7 @@ fn preamble(settings: &Settings, bench: &Bench<'_>) -> Vec<String> {
                 .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
         })
         .unwrap_or_else(|| "unknown CPU".into());
-    let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let cpus = process::machine_cpus();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map_or_else(|_| "unknown".into(), |text| text.trim().to_owned());
     let load = std::fs::read_to_string("/proc/loadavg").map_or_else(
@@ -970,8 +1027,8 @@ fn preamble(settings: &Settings, bench: &Bench<'_>) -> Vec<String> {
         "release"
     };
     let generator = match &bench.oha {
-        Some(oha) => format!("oha ({}) for keep-alive GET/PUT; the in-repo generator for the rest", oha.display()),
-        None => "in-repo (hyper 1 HTTP/1.1 client + rustls/ring, TLS 1.3, client certificate, no resumption); oha is not on PATH".into(),
+        Some(oha) => format!("in-repo (hyper 1 client + rustls/ring, TLS 1.3, client certificate, no resumption); and oha ({}) for keep-alive GET/PUT, the rows marked oha", oha.display()),
+        None => "in-repo (hyper 1 client + rustls/ring, TLS 1.3, client certificate, no resumption); oha is not on PATH (`cargo install oha` adds its rows)".into(),
     };
     vec![
         format!(
@@ -988,6 +1045,10 @@ fn preamble(settings: &Settings, bench: &Bench<'_>) -> Vec<String> {
             tmpvault::http::server::HTTP2_MAX_CONCURRENT_STREAMS
         ),
         format!("machine: {cpus} CPUs, {cpu}, Linux {kernel}, load average at start {load}"),
+        process::pinning().map_or_else(
+            || "CPUs: shared by the servers and the load generators (--pin separates them)".to_owned(),
+            str::to_owned,
+        ),
         format!("load generator: {generator}"),
         format!("tmpvault: {} serve, stderr to /dev/null; 'tmpvault' = default logging (one JSON audit line per request), 'tmpvault warn' = RUST_LOG=warn (no audit line), 'tmpvault+policy' = default logging and --policy with {POLICY_RULES} rules, the client's rule last", bench.tmpvault.display()),
         "baseline: hyper-util auto builder + tokio-rustls with tmpvault::tls::server_config (ring, TLS 1.3, client certificates required) and tmpvault's HTTP/2 settings (tmpvault::http::server::HTTP2_*); GET -> fixed 1 KiB, PUT -> read body, 204".into(),

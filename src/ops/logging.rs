@@ -16,7 +16,7 @@ use std::io::IsTerminal;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use tracing_subscriber::filter::{filter_fn, EnvFilter};
+use tracing_subscriber::filter::{filter_fn, LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
@@ -26,7 +26,7 @@ use crate::config::LogFormat;
 /// Installs the global subscriber. Safe to call more than once (later calls
 /// are ignored), which the in-process tests rely on.
 pub fn init(format: LogFormat, audit_log: Option<&Path>) -> std::io::Result<()> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = level_filter(std::env::var("RUST_LOG").ok().as_deref());
     let not_audit = filter_fn(|metadata| metadata.target() != crate::access::audit::TARGET);
     let only_audit = filter_fn(|metadata| metadata.target() == crate::access::audit::TARGET);
     let ansi = std::io::stderr().is_terminal();
@@ -66,9 +66,57 @@ pub fn init(format: LogFormat, audit_log: Option<&Path>) -> std::io::Result<()> 
     Ok(())
 }
 
+/// The filter `RUST_LOG` asks for: comma-separated `LEVEL` or
+/// `TARGET=LEVEL` directives (`warn`, `info,audit=off`); unset or not
+/// understood, `info`.
+///
+/// `Targets` rather than `EnvFilter`: it parses the same directives except
+/// span and field filters, which nothing here needs, and it does not pull
+/// in the `regex` crates, about 230 KiB of code in a binary whose code is
+/// most of its resident memory.
+fn level_filter(rust_log: Option<&str>) -> Targets {
+    rust_log
+        .and_then(|directives| directives.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO))
+}
+
 /// A layer that does nothing with events: with its filter, it makes the
 /// subscriber answer "enabled" for the `audit` target when `RUST_LOG` lets
 /// that target through (see [`crate::access::audit::install`]).
 struct AuditGate;
 
 impl<S: tracing::Subscriber> Layer<S> for AuditGate {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enabled(filter: &Targets, target: &str, level: tracing::Level) -> bool {
+        filter.would_enable(target, &level)
+    }
+
+    #[test]
+    fn rust_log_directives_as_documented() {
+        use tracing::Level;
+        let default = level_filter(None);
+        assert!(enabled(&default, "tmpvault", Level::INFO));
+        assert!(!enabled(&default, "tmpvault", Level::DEBUG));
+        assert!(enabled(&default, "audit", Level::INFO));
+
+        let warn = level_filter(Some("warn"));
+        assert!(enabled(&warn, "tmpvault", Level::WARN));
+        assert!(!enabled(&warn, "audit", Level::INFO));
+
+        let no_audit = level_filter(Some("info,audit=off"));
+        assert!(enabled(&no_audit, "tmpvault::http", Level::INFO));
+        assert!(!enabled(&no_audit, "audit", Level::ERROR));
+
+        let debug = level_filter(Some("debug"));
+        assert!(enabled(&debug, "hyper", Level::DEBUG));
+
+        // Not understood: the default, as when unset.
+        let garbled = level_filter(Some("info,=[bogus"));
+        assert!(enabled(&garbled, "tmpvault", Level::INFO));
+        assert!(!enabled(&garbled, "tmpvault", Level::DEBUG));
+    }
+}
