@@ -46,14 +46,17 @@
 //!
 //! This module and [`crate::posture::alloc`] are the crate's two `unsafe`
 //! modules: mapping memory and handing out raw blocks of it cannot be done
-//! without. The unsafe parts are the four system calls, and [`Buffer`]'s
-//! pointer, which is valid for as long as the `Buffer` lives.
+//! without. The unsafe parts are the four system calls, [`Buffer`]'s
+//! pointer, which is valid for as long as the `Buffer` lives, and
+//! [`Block`], the store's one allocation per entry (a header and the key's
+//! bytes behind a thin, counted pointer), which `std`'s `Arc` cannot lay
+//! out.
 #![allow(unsafe_code)]
 
 use std::collections::BTreeSet;
 use std::fmt;
 use std::ptr::NonNull;
-use std::sync::atomic::{compiler_fence, AtomicUsize, Ordering};
+use std::sync::atomic::{compiler_fence, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use crate::config::SecretArena;
@@ -62,8 +65,9 @@ use crate::config::SecretArena;
 const MIN_SHIFT: u32 = 4;
 /// Smallest top block: 64 KiB.
 const MIN_TOP_SHIFT: u32 = 16;
-/// [`Buffer::order`] of a heap buffer.
-const HEAP: u8 = u8::MAX;
+/// The bit of [`Buffer`]'s length word that marks a heap buffer; values
+/// are at most 16 MiB (`MAX_VALUE_BYTES_CEILING`), far below it.
+const HEAP: u32 = 1 << 31;
 
 /// Where values live.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -290,7 +294,7 @@ impl Arena {
             capacity: self.len as u64,
             len,
         };
-        let order = (usize::BITS - (len.max(1) - 1).leading_zeros()).max(MIN_SHIFT);
+        let order = order_for(len);
         if order > self.top_shift {
             return Err(full);
         }
@@ -329,12 +333,15 @@ impl Arena {
 
     /// A buffer in this arena holding a copy of `bytes`.
     fn copy(&self, bytes: &[u8]) -> Result<Buffer, ArenaFull> {
-        let len = u32::try_from(bytes.len()).map_err(|_| ArenaFull {
-            mode: self.mode,
-            capacity: self.len as u64,
-            len: bytes.len(),
-        })?;
-        let (offset, order) = self.take(bytes.len())?;
+        let len = u32::try_from(bytes.len())
+            .ok()
+            .filter(|len| len & HEAP == 0)
+            .ok_or(ArenaFull {
+                mode: self.mode,
+                capacity: self.len as u64,
+                len: bytes.len(),
+            })?;
+        let (offset, _) = self.take(bytes.len())?;
         // SAFETY: `take` returned a block of `1 << order >= len` bytes at
         // `offset`, inside the mapping (`offset + (1 << order) <= self.len`),
         // owned by nobody else until `give_back`.
@@ -343,12 +350,15 @@ impl Arena {
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), ptr, bytes.len());
             NonNull::new_unchecked(ptr)
         };
-        Ok(Buffer {
-            ptr,
-            len,
-            order: order as u8,
-        })
+        Ok(Buffer { ptr, len })
     }
+}
+
+/// The order of the block that holds `len` bytes: the smallest power of
+/// two that fits, at least [`MIN_SHIFT`]. A function of the length alone,
+/// so a [`Buffer`] need not store it.
+fn order_for(len: usize) -> u32 {
+    (usize::BITS - (len.max(1) - 1).leading_zeros()).max(MIN_SHIFT)
 }
 
 impl Drop for Arena {
@@ -470,12 +480,16 @@ pub fn installed() -> Option<&'static Arena> {
 /// Owned bytes, in the installed arena or on the heap: what
 /// [`super::secret::SecretBytes`] is made of.
 ///
-/// 16 bytes: the pointer, a 32-bit length (values are at most 16 MiB) and
-/// the block's order ([`HEAP`] for a boxed slice).
+/// 12 bytes, aligned to 4, so that a stored entry can put a 32-bit field
+/// beside it (docs/BENCHMARKS.md, "Memory per secret"): the pointer and a
+/// 32-bit length word (values are at most 16 MiB) whose [`HEAP`] bit marks
+/// a boxed slice. An arena block's order follows from the length
+/// ([`order_for`]). The fields are only ever copied out, never borrowed
+/// (a reference into a packed struct may be misaligned).
+#[repr(C, packed(4))]
 pub(super) struct Buffer {
     ptr: NonNull<u8>,
     len: u32,
-    order: u8,
 }
 
 // SAFETY: a `Buffer` owns its bytes exclusively, like a `Box<[u8]>`.
@@ -500,7 +514,10 @@ impl Buffer {
 
     /// Takes a boxed slice as is (the heap home).
     pub(super) fn boxed(bytes: Box<[u8]>) -> Result<Buffer, ArenaFull> {
-        let Ok(len) = u32::try_from(bytes.len()) else {
+        let Some(len) = u32::try_from(bytes.len())
+            .ok()
+            .filter(|len| len & HEAP == 0)
+        else {
             return Err(ArenaFull {
                 mode: ArenaMode::Heap,
                 capacity: 0,
@@ -512,7 +529,24 @@ impl Buffer {
 
     /// A copy of these bytes on the heap.
     pub(super) fn heap_copy(&self) -> Buffer {
-        Buffer::from_box(Box::from(self.as_slice()), self.len)
+        Buffer::from_box(Box::from(self.as_slice()), self.len())
+    }
+
+    /// The length in bytes.
+    fn len(&self) -> u32 {
+        let word = self.len;
+        word & !HEAP
+    }
+
+    fn is_heap(&self) -> bool {
+        let word = self.len;
+        word & HEAP != 0
+    }
+
+    /// Whether the bytes are on the heap though an arena is installed (a
+    /// transient copy): such a value is copied into the arena to be stored.
+    pub(super) fn off_arena(&self) -> bool {
+        self.is_heap() && self.len() > 0 && Buffer::in_arena()
     }
 
     fn from_box(bytes: Box<[u8]>, len: u32) -> Buffer {
@@ -522,40 +556,277 @@ impl Buffer {
         let ptr = unsafe { NonNull::new_unchecked(raw.cast::<u8>()) };
         Buffer {
             ptr,
-            len,
-            order: HEAP,
+            len: len | HEAP,
         }
     }
 
     /// The bytes.
     pub(super) fn as_slice(&self) -> &[u8] {
+        let ptr = self.ptr;
         // SAFETY: `ptr` is valid for `len` initialised bytes for as long as
         // `self` lives (a block of the installed arena, never unmapped, or
         // the boxed slice), and only `drop` writes to them.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len as usize) }
+        unsafe { std::slice::from_raw_parts(ptr.as_ptr(), self.len() as usize) }
     }
 }
 
 impl Drop for Buffer {
     fn drop(&mut self) {
-        let len = self.len as usize;
+        let (ptr, len) = (self.ptr, self.len() as usize);
         // SAFETY: as in `as_slice`; nothing else can be reading the bytes
         // (we are being dropped).
-        unsafe { std::ptr::write_bytes(self.ptr.as_ptr(), 0, len) };
+        unsafe { std::ptr::write_bytes(ptr.as_ptr(), 0, len) };
         // Keep the wipe: the block is freed (or reused) right after, and the
         // compiler may call a store before that dead.
         compiler_fence(Ordering::SeqCst);
-        std::hint::black_box(self.ptr);
-        if self.order == HEAP {
+        std::hint::black_box(ptr);
+        if self.is_heap() {
             // SAFETY: made by `Box::into_raw` of a `[u8]` of `len` bytes in
             // `boxed`, and not freed since.
-            drop(unsafe {
-                Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.ptr.as_ptr(), len))
-            });
+            drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr.as_ptr(), len)) });
         } else if let Some(arena) = installed() {
-            let offset = self.ptr.as_ptr() as usize - arena.base.as_ptr() as usize;
-            arena.give_back(offset, u32::from(self.order));
+            let offset = ptr.as_ptr() as usize - arena.base.as_ptr() as usize;
+            arena.give_back(offset, order_for(len));
         }
+    }
+}
+
+// ---- Entry blocks -------------------------------------------------------
+
+/// A stored entry's one allocation: a header `H` (the store's metadata and
+/// value handle) and the key's bytes right after it, behind a thin
+/// pointer, counted like an `Arc` (strong and weak counts, 32 bits each).
+///
+/// It is what the shard map holds (ordered by the key bytes), what a GET
+/// response holds while it writes the value, and, weakly, what the
+/// deadline heap and the lingering list point at. One allocation instead
+/// of three (the key's `Arc<str>`, the entry in the map's node, the
+/// value's `Arc`), and half the map slot: docs/BENCHMARKS.md, "Memory per
+/// secret". `std` cannot build an `Arc` of a header and a slice of run-time
+/// length behind a thin pointer, hence this type, here in the store's
+/// unsafe module. It follows `std::sync::Arc`'s counting: the strong
+/// holders together own one weak count; the header is dropped when the
+/// last strong count goes, the allocation freed when the last weak one
+/// does.
+pub(super) struct Block<H> {
+    inner: NonNull<BlockInner<H>>,
+}
+
+/// A weak handle to a [`Block`]: keeps the allocation, not the header.
+pub(super) struct WeakBlock<H> {
+    inner: NonNull<BlockInner<H>>,
+}
+
+/// The fixed part of a block. The key's bytes start right after
+/// `key_len`, inside this struct's trailing padding and past it: a block's
+/// allocation is `max(size_of::<BlockInner<H>>(), KEY_OFFSET + key_len)`
+/// bytes, so a reference to the whole struct is always in bounds.
+#[repr(C)]
+struct BlockInner<H> {
+    header: H,
+    strong: AtomicU32,
+    weak: AtomicU32,
+    key_len: u16,
+}
+
+/// Counts beyond this abort the process, as `Arc` does (a count cannot be
+/// allowed to wrap; nothing real holds two billion handles).
+const MAX_COUNT: u32 = i32::MAX as u32;
+
+impl<H> BlockInner<H> {
+    const KEY_OFFSET: usize = std::mem::offset_of!(BlockInner<H>, key_len) + 2;
+
+    fn layout(key_len: usize) -> std::alloc::Layout {
+        let size = std::mem::size_of::<Self>().max(Self::KEY_OFFSET + key_len);
+        std::alloc::Layout::from_size_align(size, std::mem::align_of::<Self>())
+            .expect("a block of at most a few hundred bytes")
+    }
+}
+
+fn count_up(count: &AtomicU32) {
+    if count.fetch_add(1, Ordering::Relaxed) > MAX_COUNT {
+        std::process::abort();
+    }
+}
+
+// SAFETY: a block is shared like an `Arc<H>`: it hands out `&H` to every
+// thread that holds it and drops `H` on whichever thread lets go last, so it
+// is `Send` and `Sync` exactly when `Arc<H>` would be. The key bytes are
+// written once, before the block is shared, and only read after.
+unsafe impl<H: Send + Sync> Send for Block<H> {}
+// SAFETY: as above.
+unsafe impl<H: Send + Sync> Sync for Block<H> {}
+// SAFETY: a weak handle only touches the counts (atomics) and, through
+// `upgrade`, becomes a `Block`.
+unsafe impl<H: Send + Sync> Send for WeakBlock<H> {}
+// SAFETY: as above.
+unsafe impl<H: Send + Sync> Sync for WeakBlock<H> {}
+
+impl<H> Block<H> {
+    /// A new block holding `header` and a copy of `key` (at most
+    /// `u16::MAX` bytes; keys are at most 256).
+    pub(super) fn new(header: H, key: &str) -> Block<H> {
+        let key_len = u16::try_from(key.len()).expect("keys are at most 256 bytes");
+        let layout = BlockInner::<H>::layout(key.len());
+        // SAFETY: the layout has a non-zero size (it holds a `BlockInner`).
+        let raw = unsafe { std::alloc::alloc(layout) };
+        let Some(base) = NonNull::new(raw) else {
+            std::alloc::handle_alloc_error(layout)
+        };
+        let inner = base.cast::<BlockInner<H>>();
+        // SAFETY: `base` is a fresh allocation of `layout`, aligned for and
+        // at least as large as a `BlockInner<H>`, and `KEY_OFFSET +
+        // key.len()` bytes long; nothing else can see it yet.
+        unsafe {
+            inner.as_ptr().write(BlockInner {
+                header,
+                strong: AtomicU32::new(1),
+                weak: AtomicU32::new(1),
+                key_len,
+            });
+            std::ptr::copy_nonoverlapping(
+                key.as_ptr(),
+                raw.add(BlockInner::<H>::KEY_OFFSET),
+                key.len(),
+            );
+        }
+        Block { inner }
+    }
+
+    fn inner(&self) -> &BlockInner<H> {
+        // SAFETY: a `Block` holds a strong count, so the allocation and its
+        // header are alive, and it is as large as a `BlockInner<H>`.
+        unsafe { self.inner.as_ref() }
+    }
+
+    /// The header.
+    pub(super) fn header(&self) -> &H {
+        &self.inner().header
+    }
+
+    /// The key the block was made with.
+    pub(super) fn key(&self) -> &str {
+        let len = usize::from(self.inner().key_len);
+        // SAFETY: `new` copied `len` bytes of a `str` there, and nothing
+        // writes them again while the allocation lives (it does: we hold a
+        // count).
+        unsafe {
+            let start = self
+                .inner
+                .as_ptr()
+                .cast::<u8>()
+                .add(BlockInner::<H>::KEY_OFFSET);
+            std::str::from_utf8_unchecked(std::slice::from_raw_parts(start, len))
+        }
+    }
+
+    /// How many `Block`s of this allocation exist.
+    pub(super) fn strong_count(this: &Block<H>) -> usize {
+        this.inner().strong.load(Ordering::Acquire) as usize
+    }
+
+    /// Whether two handles are of the same block.
+    pub(super) fn ptr_eq(a: &Block<H>, b: &Block<H>) -> bool {
+        a.inner == b.inner
+    }
+
+    /// A weak handle to this block.
+    pub(super) fn downgrade(this: &Block<H>) -> WeakBlock<H> {
+        count_up(&this.inner().weak);
+        WeakBlock { inner: this.inner }
+    }
+}
+
+impl<H> Clone for Block<H> {
+    fn clone(&self) -> Block<H> {
+        count_up(&self.inner().strong);
+        Block { inner: self.inner }
+    }
+}
+
+impl<H> Drop for Block<H> {
+    fn drop(&mut self) {
+        if self.inner().strong.fetch_sub(1, Ordering::Release) != 1 {
+            return;
+        }
+        // The last strong handle: every other handle's use of the header
+        // happened before this (their `Release` decrements).
+        std::sync::atomic::fence(Ordering::Acquire);
+        // SAFETY: the strong count is 0 and never rises again (`upgrade`
+        // refuses 0), so nothing can reach the header any more; it is
+        // dropped exactly once, here.
+        unsafe { std::ptr::drop_in_place(&raw mut (*self.inner.as_ptr()).header) };
+        // The weak count the strong handles held together.
+        drop(WeakBlock { inner: self.inner });
+    }
+}
+
+impl<H> WeakBlock<H> {
+    /// The strong count. A weak handle keeps the allocation, so the counts
+    /// can always be read; nothing else is (the header may be dropped), and
+    /// no reference to the whole block is made.
+    fn strong(&self) -> &AtomicU32 {
+        // SAFETY: as above; a place projection, not a reference to the block.
+        unsafe { &(*self.inner.as_ptr()).strong }
+    }
+
+    /// The weak count, as [`WeakBlock::strong`].
+    fn weak(&self) -> &AtomicU32 {
+        // SAFETY: as in `strong`.
+        unsafe { &(*self.inner.as_ptr()).weak }
+    }
+
+    /// A strong handle, unless the header is gone.
+    pub(super) fn upgrade(&self) -> Option<Block<H>> {
+        let strong = self.strong();
+        let mut current = strong.load(Ordering::Relaxed);
+        loop {
+            if current == 0 {
+                return None;
+            }
+            if current > MAX_COUNT {
+                std::process::abort();
+            }
+            match strong.compare_exchange_weak(
+                current,
+                current + 1,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some(Block { inner: self.inner }),
+                Err(now) => current = now,
+            }
+        }
+    }
+
+    /// How many strong handles of the block exist (0: its header is gone).
+    pub(super) fn strong_count(&self) -> usize {
+        self.strong().load(Ordering::Acquire) as usize
+    }
+}
+
+impl<H> Clone for WeakBlock<H> {
+    fn clone(&self) -> WeakBlock<H> {
+        count_up(self.weak());
+        WeakBlock { inner: self.inner }
+    }
+}
+
+impl<H> Drop for WeakBlock<H> {
+    fn drop(&mut self) {
+        let inner = self.inner.as_ptr();
+        // SAFETY: as in `strong`: the allocation lives until the weak count
+        // reaches 0, which is this handle's to see.
+        let key_len = usize::from(unsafe { (*inner).key_len });
+        let weak = self.weak();
+        if weak.fetch_sub(1, Ordering::Release) != 1 {
+            return;
+        }
+        std::sync::atomic::fence(Ordering::Acquire);
+        // SAFETY: the last handle of any kind: the header was dropped with
+        // the last strong one, and the allocation was made in `new` with
+        // this layout (the key length is the one it was made with).
+        unsafe { std::alloc::dealloc(inner.cast(), BlockInner::<H>::layout(key_len)) };
     }
 }
 
@@ -644,14 +915,17 @@ mod tests {
     fn a_copy_holds_its_bytes_and_frees_wiped() {
         let arena = arena(64 << 10);
         let buffer = arena.copy(b"hunter2").expect("room");
-        assert_eq!(buffer.order, 4);
-        let offset = buffer.ptr.as_ptr() as usize - arena.base.as_ptr() as usize;
+        assert_eq!(
+            (buffer.len(), buffer.is_heap(), order_for(7)),
+            (7, false, 4)
+        );
+        let ptr = buffer.ptr;
+        let offset = ptr.as_ptr() as usize - arena.base.as_ptr() as usize;
         // SAFETY: reading inside the live mapping.
-        let held = unsafe { std::slice::from_raw_parts(buffer.ptr.as_ptr(), 7) }.to_vec();
+        let held = unsafe { std::slice::from_raw_parts(ptr.as_ptr(), 7) }.to_vec();
         assert_eq!(held, b"hunter2");
         // Not installed, so dropping would not give the block back: wipe and
         // free it by hand as `Drop` does.
-        let ptr = buffer.ptr;
         std::mem::forget(buffer);
         // SAFETY: the block is ours.
         unsafe { std::ptr::write_bytes(ptr.as_ptr(), 0, 7) };
@@ -686,5 +960,76 @@ mod tests {
             Some(ArenaMode::Mlock),
             "{report:?}"
         );
+    }
+
+    /// A header that counts its drops.
+    struct Counted(std::sync::Arc<AtomicUsize>);
+
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_block_holds_its_key_and_drops_its_header_with_the_last_strong_handle() {
+        let drops = std::sync::Arc::new(AtomicUsize::new(0));
+        for key in ["k", "mem/000000", &"k".repeat(256)] {
+            drops.store(0, Ordering::SeqCst);
+            let block = Block::new(Counted(drops.clone()), key);
+            assert_eq!(block.key(), key);
+            let second = block.clone();
+            let weak = Block::downgrade(&block);
+            assert_eq!(Block::strong_count(&block), 2);
+            assert!(Block::ptr_eq(&block, &second));
+            drop(block);
+            assert_eq!(drops.load(Ordering::SeqCst), 0, "a strong handle is left");
+            let third = weak.upgrade().expect("still alive");
+            assert_eq!(third.key(), key);
+            drop((second, third));
+            assert_eq!(drops.load(Ordering::SeqCst), 1, "dropped with the last");
+            assert_eq!(weak.strong_count(), 0);
+            assert!(weak.upgrade().is_none(), "never alive again");
+            let other_weak = weak.clone();
+            drop(weak);
+            drop(other_weak);
+            assert_eq!(drops.load(Ordering::SeqCst), 1, "exactly once");
+        }
+    }
+
+    #[test]
+    fn handles_of_a_block_cross_threads() {
+        let drops = std::sync::Arc::new(AtomicUsize::new(0));
+        let block = Block::new(Counted(drops.clone()), "shared");
+        let weak = Block::downgrade(&block);
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (block, weak) = (block.clone(), weak.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        let again = weak.upgrade().expect("held");
+                        assert_eq!(again.key(), block.key());
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("no panic");
+        }
+        drop(block);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        assert!(weak.upgrade().is_none());
+    }
+
+    #[test]
+    fn a_buffer_is_twelve_bytes_and_knows_its_home() {
+        assert_eq!(std::mem::size_of::<Buffer>(), 12);
+        assert_eq!(std::mem::align_of::<Buffer>(), 4);
+        let boxed = Buffer::boxed(Box::from(&b"abc"[..])).expect("small");
+        assert_eq!((boxed.len(), boxed.is_heap()), (3, true));
+        assert_eq!(boxed.as_slice(), b"abc");
+        assert_eq!(order_for(1), 4);
+        assert_eq!(order_for(32), 5);
+        assert_eq!(order_for(33), 6);
     }
 }

@@ -52,6 +52,17 @@ impl Tick {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct WallTime(u64);
 
+impl WallTime {
+    /// The nanoseconds since 1970 (what an entry keeps in an atomic).
+    pub(super) fn nanos(self) -> u64 {
+        self.0
+    }
+
+    pub(super) fn from_nanos(nanos: u64) -> WallTime {
+        WallTime(nanos)
+    }
+}
+
 impl From<SystemTime> for WallTime {
     fn from(time: SystemTime) -> WallTime {
         let nanos = time

@@ -1,15 +1,19 @@
-//! One shard's deadline index: a min-heap of `(deadline, key)` with lazy
-//! deletion.
+//! One shard's deadline index: a min-heap of `(deadline, entry)` with lazy
+//! deletion. The store's entry is a weak handle to the entry's block
+//! (8 bytes), so an element is 16 bytes in one `Vec` (about 21 with the
+//! `Vec`'s spare capacity); the heap is generic over it, and knows only
+//! deadlines.
 //!
 //! It replaced a `BTreeSet<(Instant, Key)>`, whose half-full nodes cost
-//! about 66 bytes per entry; an element here is 24 bytes in one `Vec`
-//! (about 32 with the `Vec`'s spare capacity). What a heap cannot do is
+//! about 66 bytes per entry. What a heap cannot do is
 //! remove an element from its middle, so a replace, renewal or removal
 //! leaves the entry's old element behind. Such an element is recognised
-//! when it comes due (its key has no entry, or one whose deadline is later)
-//! and dropped then; and when left-behind elements come to outnumber the
-//! live ones, [`Deadlines::rebuild`] makes the heap again from the entries,
-//! O(n) once per n changes.
+//! when it comes due (its entry is gone, or is no longer the key's, or its
+//! deadline is later) and dropped then; and when left-behind elements come
+//! to outnumber the live ones, [`Deadlines::rebuild`] makes the heap again
+//! from the entries, O(n) once per n changes. A left-behind weak handle
+//! keeps its block's allocation (not its value, which went with the last
+//! strong handle) until then.
 //!
 //! The invariant the purge relies on: every entry has an element holding
 //! its current deadline.
@@ -18,50 +22,56 @@ use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
 use super::clock::Tick;
-use super::key::Key;
 
 /// Left-behind elements tolerated on top of one per entry before a
 /// rebuild, so that a small shard is not rebuilt on every change.
 const SLACK: usize = 64;
 
 /// Deadlines of one shard's entries, earliest first.
-#[derive(Default)]
-pub(super) struct Deadlines {
-    heap: BinaryHeap<Due>,
+pub(super) struct Deadlines<T> {
+    heap: BinaryHeap<Due<T>>,
 }
 
-/// One element: a deadline and the key it was set for. Ordered by the
+impl<T> Default for Deadlines<T> {
+    fn default() -> Deadlines<T> {
+        Deadlines {
+            heap: BinaryHeap::new(),
+        }
+    }
+}
+
+/// One element: a deadline and the entry it was set for. Ordered by the
 /// deadline alone, reversed (`BinaryHeap` is a max-heap).
-struct Due {
+struct Due<T> {
     at: Tick,
-    key: Key,
+    entry: T,
 }
 
-impl PartialEq for Due {
-    fn eq(&self, other: &Due) -> bool {
+impl<T> PartialEq for Due<T> {
+    fn eq(&self, other: &Due<T>) -> bool {
         self.at == other.at
     }
 }
 
-impl Eq for Due {}
+impl<T> Eq for Due<T> {}
 
-impl PartialOrd for Due {
-    fn partial_cmp(&self, other: &Due) -> Option<Ordering> {
+impl<T> PartialOrd for Due<T> {
+    fn partial_cmp(&self, other: &Due<T>) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
 
-impl Ord for Due {
-    fn cmp(&self, other: &Due) -> Ordering {
+impl<T> Ord for Due<T> {
+    fn cmp(&self, other: &Due<T>) -> Ordering {
         other.at.cmp(&self.at)
     }
 }
 
-impl Deadlines {
-    /// Adds `key`'s deadline `at`. The key's earlier element, if any, stays
-    /// until it comes due or the heap is rebuilt.
-    pub(super) fn push(&mut self, at: Tick, key: Key) {
-        self.heap.push(Due { at, key });
+impl<T> Deadlines<T> {
+    /// Adds `entry`'s deadline `at`. The entry's earlier element, if any,
+    /// stays until it comes due or the heap is rebuilt.
+    pub(super) fn push(&mut self, at: Tick, entry: T) {
+        self.heap.push(Due { at, entry });
     }
 
     /// Whether the heap holds enough left-behind elements, beside `live`
@@ -71,8 +81,8 @@ impl Deadlines {
     }
 
     /// Makes the heap again from the live entries' deadlines alone.
-    pub(super) fn rebuild(&mut self, live: impl Iterator<Item = (Tick, Key)>) {
-        self.heap = live.map(|(at, key)| Due { at, key }).collect();
+    pub(super) fn rebuild(&mut self, live: impl Iterator<Item = (Tick, T)>) {
+        self.heap = live.map(|(at, entry)| Due { at, entry }).collect();
     }
 
     /// The earliest deadline held (perhaps a left-behind one).
@@ -80,13 +90,13 @@ impl Deadlines {
         self.heap.peek().map(|due| due.at)
     }
 
-    /// Takes out the earliest element if it is due at `now`: its key, for
-    /// the caller to check against the key's entry.
-    pub(super) fn pop_due(&mut self, now: Tick) -> Option<Key> {
+    /// Takes out the earliest element if it is due at `now`: its entry, for
+    /// the caller to check against the map.
+    pub(super) fn pop_due(&mut self, now: Tick) -> Option<T> {
         if self.heap.peek()?.at > now {
             return None;
         }
-        self.heap.pop().map(|due| due.key)
+        self.heap.pop().map(|due| due.entry)
     }
 
     /// Elements held, left-behind ones included.
@@ -99,6 +109,7 @@ impl Deadlines {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::key::Key;
 
     fn key(raw: &str) -> Key {
         Key::parse(raw).unwrap()

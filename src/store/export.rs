@@ -5,9 +5,13 @@ use super::*;
 impl Store {
     /// Every live entry, owned, in no particular order: what a snapshot
     /// writes. Shards are locked one at a time, never two at once, and each
-    /// only long enough to copy its entries' metadata and `Arc`s; list items
-    /// are copied into short-lived heap buffers, wiped as they are freed. Each record is consistent with
-    /// its `seq`: it holds exactly the changes to its key numbered up to it.
+    /// only long enough to copy its entries' metadata and values; the
+    /// values (secrets and list items) are copied into short-lived heap
+    /// buffers, wiped as they are freed, so that writing needs no room in a
+    /// full arena and holds no entry (an entry's value is its block's, and
+    /// a held block would keep a deleted secret's bytes). Each record is
+    /// consistent with its `seq`: it holds exactly the changes to its key
+    /// numbered up to it.
     pub fn export(&self) -> Vec<Record> {
         let mut all = Vec::new();
         let _ = self.export_each(|records| {
@@ -33,23 +37,27 @@ impl Store {
                 shard
                     .entries
                     .iter()
-                    .filter(|(_, entry)| entry.deadline > now)
-                    .map(|(key, entry)| Record {
-                        key: key.clone(),
-                        value: match &entry.value {
-                            Value::Secret(bytes, _) => RecordValue::Secret(Arc::clone(bytes)),
-                            Value::List(list) => RecordValue::List(
-                                list.items.iter().map(SecretBytes::transient_copy).collect(),
-                            ),
+                    .filter(|slot| slot.deadline() > now)
+                    .map(|slot| Record {
+                        key: slot.owned_key(),
+                        value: match (&slot.value, slot.list()) {
+                            (Some(bytes), _) => {
+                                RecordValue::Secret(Arc::new(bytes.transient_copy()))
+                            }
+                            (None, list) => {
+                                RecordValue::List(list.map_or_else(VecDeque::new, |list| {
+                                    list.items.iter().map(SecretBytes::transient_copy).collect()
+                                }))
+                            }
                         },
-                        seq: entry.seq,
-                        revision: entry.revision,
-                        version: entry.version,
-                        created_at: entry.created_at.into(),
-                        updated_at: entry.updated_at.into(),
-                        expires_at: entry.deadline.wall_clock(now, wall_now),
-                        reads_left: entry.reads_left,
-                        content_type: entry.value.media_type().cloned(),
+                        seq: slot.seq(),
+                        revision: slot.revision(),
+                        version: slot.version(),
+                        created_at: slot.created_at.into(),
+                        updated_at: slot.updated_at().into(),
+                        expires_at: slot.deadline().wall_clock(now, wall_now),
+                        reads_left: slot.reads_left().map(|left| left.load(Ordering::Relaxed)),
+                        content_type: slot.media_type().cloned(),
                     })
                     .collect()
             };
@@ -84,14 +92,35 @@ impl Store {
                 continue;
             }
             let key_bytes = record.key.as_str().len() as u64;
-            let (value, charge) = match record.value {
+            let deadline = self.deadline_after(ahead, now);
+            let fields = Fields {
+                deadline,
+                created_at: record.created_at.into(),
+                updated_at: record.updated_at.into(),
+                version: record.version,
+                revision: record.revision,
+                seq: record.seq,
+            };
+            let (entry, charge) = match record.value {
                 RecordValue::Secret(bytes) => {
                     // The snapshot format makes the type optional; a secret
                     // record without one gets the default, as a secret
                     // written without one does.
                     let media_type = record.content_type.unwrap_or(MediaType::Default);
-                    let charge = secret_charge(&record.key, &bytes, &media_type);
-                    (Value::Secret(bytes, media_type), charge)
+                    let charge = secret_charge(record.key.as_str(), &bytes, &media_type);
+                    // Into the arena, if it is a transient copy (an
+                    // exported record) or still shared.
+                    let bytes = Arc::try_unwrap(bytes)
+                        .map_or_else(
+                            |shared| SecretBytes::copy_from(shared.expose()),
+                            SecretBytes::into_stored,
+                        )
+                        .map_err(|_| StoreError::BudgetExceeded {
+                            budget: self.shared.budget,
+                            used: self.shared.used.load(Ordering::Relaxed),
+                        })?;
+                    let entry = Entry::secret(bytes, media_type, record.reads_left, &fields);
+                    (entry, charge)
                 }
                 RecordValue::List(items) => {
                     let charge = ITEM_OVERHEAD
@@ -100,34 +129,23 @@ impl Store {
                             .iter()
                             .map(|item| ITEM_OVERHEAD + item.len() as u64)
                             .sum::<u64>();
-                    (Value::List(Box::new(List { items, charge })), charge)
+                    (Entry::new_list(List { items, charge }, &fields), charge)
                 }
             };
             self.charge(0, charge)?;
-            let deadline = self.deadline_after(ahead, now);
-            let entry = Entry {
-                value,
-                deadline,
-                created_at: record.created_at.into(),
-                updated_at: record.updated_at.into(),
-                version: record.version,
-                revision: record.revision,
-                seq: record.seq,
-                reads_left: record.reads_left,
-            };
             self.shared.next_revision.fetch_max(
                 record.seq.max(record.revision).saturating_add(1),
                 Ordering::Relaxed,
             );
             let replaced = {
                 let mut shard = lock(self.shard(&record.key));
-                shard.insert(&record.key, entry)
+                shard.insert(Slot::new(&record.key, entry))
             };
             match &replaced {
                 Some(old) => self
                     .shared
                     .used
-                    .fetch_sub(old.charge(&record.key), Ordering::Relaxed),
+                    .fetch_sub(old.charge(old.key()), Ordering::Relaxed),
                 None => self.shared.entries.fetch_add(1, Ordering::Relaxed),
             };
             earliest = Some(earliest.map_or(deadline, |e| e.min(deadline)));

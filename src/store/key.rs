@@ -74,6 +74,13 @@ impl Key {
         Ok(Key(Arc::from(raw)))
     }
 
+    /// A key the store held (the bytes of an entry's block, which were a
+    /// `Key` when stored): no second validation.
+    pub(super) fn stored(raw: &str) -> Key {
+        debug_assert!(Key::parse(raw).is_ok(), "{raw:?}");
+        Key(Arc::from(raw))
+    }
+
     /// The key as text.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -19,13 +19,13 @@ impl Store {
             let mut shard = lock(self.shard(key));
             let revision = self.revision();
             match shard.live(key, now, &self.shared, &mut expired) {
-                Some(entry) => {
-                    let Value::List(list) = &mut entry.value else {
+                Some(slot) => {
+                    if slot.kind() != Kind::List {
                         return Err(StoreError::WrongKind {
                             expected: Kind::List,
                             found: Kind::Secret,
                         });
-                    };
+                    }
                     self.charge(0, item_charge)?;
                     let journaled = self.journal(|| Change {
                         key,
@@ -34,23 +34,22 @@ impl Store {
                             item: &item,
                             created: false,
                             revision,
-                            version: entry.version + 1,
-                            created_at: entry.created_at.into(),
+                            version: slot.version() + 1,
+                            created_at: slot.created_at.into(),
                             updated_at: wall_now,
-                            expires_at: entry.deadline.wall_clock(now, wall_now),
+                            expires_at: slot.deadline().wall_clock(now, wall_now),
                         },
                     });
                     if let Err(error) = journaled {
                         self.uncharge(0, item_charge);
                         return Err(error);
                     }
-                    list.items.push_back(item);
-                    list.charge += item_charge;
-                    entry.version += 1;
-                    entry.revision = revision;
-                    entry.seq = revision;
-                    entry.updated_at = wall_now.into();
-                    (entry.meta(key, now, wall_now), false)
+                    if let Some(mut list) = slot.list() {
+                        list.items.push_back(item);
+                        list.charge += item_charge;
+                    }
+                    slot.changed(revision, wall_now);
+                    (slot.meta(key.clone(), now, wall_now), false)
                 }
                 None => {
                     let charge = ITEM_OVERHEAD + key.as_str().len() as u64 + item_charge;
@@ -73,21 +72,21 @@ impl Store {
                         self.uncharge(0, charge);
                         return Err(error);
                     }
-                    let entry = Entry {
-                        value: Value::List(Box::new(List {
-                            items: VecDeque::from([item]),
-                            charge,
-                        })),
+                    let list = List {
+                        items: VecDeque::from([item]),
+                        charge,
+                    };
+                    let fields = Fields {
                         deadline,
                         created_at: wall_now.into(),
                         updated_at: wall_now.into(),
                         version: 1,
                         revision,
                         seq: revision,
-                        reads_left: None,
                     };
-                    let meta = entry.meta(key, now, wall_now);
-                    shard.insert(key, entry);
+                    let entry = Entry::new_list(list, &fields);
+                    let meta = entry.meta(key.clone(), now, wall_now);
+                    shard.insert(Slot::new(key, entry));
                     self.shared.entries.fetch_add(1, Ordering::Relaxed);
                     created_deadline = Some(deadline);
                     (meta, true)
@@ -110,17 +109,16 @@ impl Store {
         let result = {
             let mut shard = lock(self.shard(key));
             let revision = self.revision();
-            let entry = shard
+            let slot = shard
                 .live(key, now, &self.shared, &mut expired)
                 .ok_or(StoreError::NotFound)?;
-            let Value::List(list) = &mut entry.value else {
+            let Some(mut list) = slot.list() else {
                 return Err(StoreError::WrongKind {
                     expected: Kind::List,
                     found: Kind::Secret,
                 });
             };
-            let items = &mut list.items;
-            if items.is_empty() {
+            if list.items.is_empty() {
                 return Err(StoreError::NotFound);
             }
             self.journal(|| Change {
@@ -129,30 +127,28 @@ impl Store {
                 op: ChangeOp::Pop {
                     end,
                     revision,
-                    version: entry.version + 1,
+                    version: slot.version() + 1,
                     updated_at: wall_now,
                 },
             })?;
             let item = match end {
-                End::Newest => items.pop_back(),
-                End::Oldest => items.pop_front(),
+                End::Newest => list.items.pop_back(),
+                End::Oldest => list.items.pop_front(),
             }
             .ok_or(StoreError::NotFound)?;
-            let left = items.len() as u64;
+            let left = list.items.len() as u64;
             let item_charge = ITEM_OVERHEAD + item.len() as u64;
             list.charge -= item_charge;
-            entry.version += 1;
-            entry.revision = revision;
-            entry.seq = revision;
-            entry.updated_at = wall_now.into();
+            drop(list);
+            slot.changed(revision, wall_now);
             self.shared.used.fetch_sub(item_charge, Ordering::Relaxed);
             if left == 0 {
-                emptied = shard.remove(key);
+                emptied = shard.remove(key.as_str());
             }
             (item, left)
         };
-        if let Some(entry) = &emptied {
-            self.shared.release(key, entry);
+        if let Some(slot) = &emptied {
+            self.shared.release(slot);
         }
         drop(expired);
         Ok(result)

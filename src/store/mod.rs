@@ -3,9 +3,11 @@
 //! Layout, in the spirit of mini-redis's `db.rs`:
 //!
 //! - The keyspace is split over a fixed number of shards, each a
-//!   `std::sync::Mutex<Shard>` holding a `BTreeMap` of entries (ordered, so
-//!   listing by prefix and `after` is a range scan) and a min-heap of
-//!   deadlines ([`deadlines`]: lazy deletion, no B-tree node per entry).
+//!   `std::sync::Mutex<Shard>` holding a `BTreeSet` of entries (ordered by
+//!   key, so listing by prefix and `after` is a range scan) and a min-heap
+//!   of deadlines ([`deadlines`]: lazy deletion, no B-tree node per entry).
+//!   An entry is one allocation, its key's bytes and its metadata (an
+//!   [`arena::Block`]); the set holds a thin pointer to it.
 //!   Readers of different keys rarely meet on the same lock, so reads scale
 //!   with cores.
 //! - A std `Mutex` (not tokio's) is right here: no lock is ever held across an
@@ -14,8 +16,8 @@
 //!   a write brings that deadline forward (a `Notify`). It only ever looks at
 //!   the front of each deadline heap: expiry never scans the whole store.
 //! - Values are [`SecretBytes`], wiped on drop, whose bytes are blocks of
-//!   the secret arena ([`arena`]). A secret's value sits in an
-//!   `Arc` so a GET hands the bytes to the response without a copy; the last
+//!   the secret arena ([`arena`]). A GET hands the response the entry's
+//!   block (a [`SecretRef`]), so the bytes go out without a copy; the last
 //!   owner (store or response) wipes them.
 //! - Every read checks the deadline itself, so an expired entry is never
 //!   served even in the instant before the purge task reaches it.
@@ -35,12 +37,12 @@ pub mod key;
 pub mod secret;
 pub mod watch;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
 use std::ops::Bound;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::Notify;
@@ -262,8 +264,8 @@ impl Store {
         self.shared.wake.notify_one();
         for shard in self.shared.shards.iter() {
             let taken = std::mem::take(&mut *lock(shard));
-            for (key, entry) in &taken.entries {
-                self.shared.release(key, entry);
+            for slot in &taken.entries {
+                self.shared.release(slot);
             }
             // `taken` drops here, wiping every value.
         }

@@ -8,30 +8,40 @@ pub(super) fn purge_expired(shared: &Shared, now: Tick) -> Option<Tick> {
     let mut earliest: Option<Tick> = None;
     for shard in shared.shards.iter() {
         let mut removed = Vec::new();
+        let mut removed_handles = Vec::new();
         {
             let mut shard = lock(shard);
-            while let Some(key) = shard.deadlines.pop_due(now) {
+            while let Some(weak) = shard.deadlines.pop_due(now) {
                 // A deadline left behind by a replace, a renewal or a removal
-                // finds no entry, or one that is not due: nothing to do.
-                if shard
-                    .entries
-                    .get(&key)
-                    .is_some_and(|entry| entry.deadline <= now)
-                {
-                    if let Some(entry) = shard.entries.remove(&key) {
-                        removed.push((key, entry));
-                    }
+                // finds its entry gone, no longer the key's, or not due:
+                // nothing to do.
+                let Some(due) = weak.upgrade().map(Slot) else {
+                    continue;
+                };
+                let current = shard.entries.get(due.key()).is_some_and(|s| s.is(&due));
+                if current && due.deadline() <= now {
+                    let slot = shard.remove(due.key());
+                    // Before the release below counts the entry's holders.
+                    drop(due);
+                    removed.extend(slot);
+                } else {
+                    // Perhaps the last handle of an entry a response held
+                    // and has let go since: its wipe waits for the lock's
+                    // release.
+                    removed_handles.push(due);
                 }
             }
             if let Some(next) = shard.deadlines.earliest() {
                 earliest = Some(earliest.map_or(next, |e| e.min(next)));
             }
         }
-        for (key, entry) in &removed {
-            shared.release(key, entry);
+        for slot in &removed {
+            shared.release(slot);
             shared.expired.fetch_add(1, Ordering::Relaxed);
         }
-        // `removed` drops here, outside the lock, wiping the values.
+        // `removed` and the handles drop here, outside the lock, wiping the
+        // values.
+        drop(removed_handles);
     }
     earliest
 }

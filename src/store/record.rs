@@ -483,3 +483,37 @@ pub struct Stats {
     /// `GET ?wait=` requests waiting for a change now.
     pub waiting: u64,
 }
+
+/// A stored secret's value as a GET hands it to the response: the entry
+/// itself, shared with the store, so the bytes are not copied and no lock
+/// is held while they are written out. The last holder (the store, or a
+/// response after a delete or a replace) wipes them.
+pub struct SecretRef(Slot);
+
+impl SecretRef {
+    pub(super) fn new(slot: &Slot) -> SecretRef {
+        debug_assert!(slot.value.is_some(), "a list has no value");
+        SecretRef(slot.clone())
+    }
+
+    /// The secret bytes. Callers must not keep a copy beyond one request.
+    pub fn expose(&self) -> &[u8] {
+        self.0.value.as_ref().map_or(&[], SecretBytes::expose)
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.expose().len()
+    }
+
+    /// True for a zero-length secret.
+    pub fn is_empty(&self) -> bool {
+        self.expose().is_empty()
+    }
+}
+
+impl fmt::Debug for SecretRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[redacted {} bytes]", self.len())
+    }
+}

@@ -41,6 +41,18 @@ impl SecretBytes {
         SecretBytes(self.0.heap_copy())
     }
 
+    /// This value where the store keeps values: as it is, unless it is a
+    /// transient heap copy (an exported record given back to
+    /// [`super::Store::import`]) while an arena is installed; then a copy in
+    /// the arena, and this one wiped as it drops.
+    pub fn into_stored(self) -> Result<SecretBytes, ArenaFull> {
+        if self.0.off_arena() {
+            SecretBytes::copy_from(self.expose())
+        } else {
+            Ok(self)
+        }
+    }
+
     /// The secret bytes. Callers must not keep a copy beyond one request.
     pub fn expose(&self) -> &[u8] {
         self.0.as_slice()

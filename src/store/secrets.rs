@@ -13,7 +13,7 @@ impl Store {
         let now = self.now();
         let wall_now = SystemTime::now();
         let deadline = self.deadline_after(options.ttl, now);
-        let charge = secret_charge(key, &value, &options.content_type);
+        let charge = secret_charge(key.as_str(), &value, &options.content_type);
         let mut expired = None;
         let mut replaced = None;
         let result = {
@@ -26,12 +26,12 @@ impl Store {
                 (Precondition::Present | Precondition::Revision(_), None) => {
                     return Err(StoreError::PreconditionFailed("the key does not exist"))
                 }
-                (Precondition::Revision(expected), Some(entry)) if entry.revision != *expected => {
+                (Precondition::Revision(expected), Some(slot)) if slot.revision() != *expected => {
                     return Err(StoreError::PreconditionFailed(
                         "the ETag does not match the current value",
                     ))
                 }
-                (_, Some(entry)) if entry.value.kind() == Kind::List => {
+                (_, Some(slot)) if slot.kind() == Kind::List => {
                     return Err(StoreError::WrongKind {
                         expected: Kind::Secret,
                         found: Kind::List,
@@ -41,9 +41,15 @@ impl Store {
             }
             // A replaced value a response still holds stays charged.
             let (old_charge, held, created_at, version) =
-                existing.as_ref().map_or((0, 0, wall_now, 0), |e| {
-                    let held = held_elsewhere(e);
-                    (e.charge(key) - held, held, e.created_at.into(), e.version)
+                existing.map_or((0, 0, wall_now, 0), |slot| {
+                    let held = held_elsewhere(slot);
+                    let created_at = slot.created_at.into();
+                    (
+                        slot.charge(slot.key()) - held,
+                        held,
+                        created_at,
+                        slot.version(),
+                    )
                 });
             self.charge(old_charge, charge)?;
             let revision = self.revision();
@@ -65,18 +71,17 @@ impl Store {
                 self.uncharge(old_charge, charge);
                 return Err(error);
             }
-            let entry = Entry {
-                value: Value::Secret(Arc::new(value), options.content_type),
+            let fields = Fields {
                 deadline,
                 created_at: created_at.into(),
                 updated_at: wall_now.into(),
                 version: version + 1,
                 revision,
                 seq: revision,
-                reads_left: options.max_reads,
             };
-            let meta = entry.meta(key, now, wall_now);
-            if let Some(old) = shard.insert(key, entry) {
+            let entry = Entry::secret(value, options.content_type, options.max_reads, &fields);
+            let meta = entry.meta(key.clone(), now, wall_now);
+            if let Some(old) = shard.insert(Slot::new(key, entry)) {
                 if held > 0 {
                     self.shared.linger(&old, held);
                 }
@@ -95,44 +100,44 @@ impl Store {
     /// Reads a secret. With `consume`, counts the read against `max_reads`;
     /// the read that uses up the last one removes the secret in the same
     /// critical section, so concurrent readers can never both get it.
-    pub fn get(&self, key: &Key, consume: bool) -> Result<(Arc<SecretBytes>, Meta), StoreError> {
+    pub fn get(&self, key: &Key, consume: bool) -> Result<(SecretRef, Meta), StoreError> {
         let now = self.now();
         let wall_now = SystemTime::now();
         let mut expired = None;
         let mut consumed = None;
         let result = {
             let mut shard = lock(self.shard(key));
-            let entry = shard
+            let slot = shard
                 .live(key, now, &self.shared, &mut expired)
                 .ok_or(StoreError::NotFound)?;
-            let Value::Secret(bytes, _) = &entry.value else {
+            if slot.kind() == Kind::List {
                 return Err(StoreError::WrongKind {
                     expected: Kind::Secret,
                     found: Kind::List,
                 });
-            };
-            let bytes = Arc::clone(bytes);
-            if let (true, Some(left)) = (consume, entry.reads_left) {
+            }
+            let bytes = SecretRef::new(slot);
+            if let (true, Some(reads_left)) = (consume, slot.reads_left()) {
                 // A counted read is a change: journaled, or a restarted
                 // server would serve a read-once secret again.
-                let left = left.saturating_sub(1);
+                let left = reads_left.load(Ordering::Relaxed).saturating_sub(1);
                 if let Some(seq) = self.journal_seq(|seq| Change {
                     key,
                     seq,
                     op: ChangeOp::Read { reads_left: left },
                 })? {
-                    entry.seq = seq;
+                    slot.set_seq(seq);
                 }
-                entry.reads_left = Some(left);
+                reads_left.store(left, Ordering::Relaxed);
             }
-            let meta = entry.meta(key, now, wall_now);
+            let meta = slot.meta(key.clone(), now, wall_now);
             if consume && meta.reads_left == Some(0) {
-                consumed = shard.remove(key);
+                consumed = shard.remove(key.as_str());
             }
             (bytes, meta)
         };
-        if let Some(entry) = &consumed {
-            self.shared.release(key, entry);
+        if let Some(slot) = &consumed {
+            self.shared.release(slot);
             self.shared.watchers.changed(key.as_str());
         }
         drop(expired);
@@ -146,7 +151,7 @@ impl Store {
         let mut shard = lock(self.shard(key));
         let meta = shard
             .live(key, now, &self.shared, &mut expired)
-            .map(|entry| entry.meta(key, now, SystemTime::now()))
+            .map(|slot| slot.meta(key.clone(), now, SystemTime::now()))
             .ok_or(StoreError::NotFound);
         drop(shard);
         meta
@@ -160,7 +165,7 @@ impl Store {
         let mut expired = None;
         let meta = {
             let mut shard = lock(self.shard(key));
-            let entry = shard
+            let slot = shard
                 .live(key, now, &self.shared, &mut expired)
                 .ok_or(StoreError::NotFound)?;
             if let Some(seq) = self.journal_seq(|seq| Change {
@@ -171,12 +176,13 @@ impl Store {
                     updated_at: wall_now,
                 },
             })? {
-                entry.seq = seq;
+                slot.set_seq(seq);
             }
-            entry.deadline = deadline;
-            entry.updated_at = wall_now.into();
-            let meta = entry.meta(key, now, wall_now);
-            shard.set_deadline(key, deadline);
+            slot.deadline.store(deadline.0, Ordering::Relaxed);
+            slot.set_updated_at(wall_now);
+            let meta = slot.meta(key.clone(), now, wall_now);
+            let weak = slot.downgrade();
+            shard.set_deadline(weak, deadline);
             meta
         };
         self.schedule(deadline);
@@ -197,17 +203,15 @@ impl Store {
                     seq,
                     op: ChangeOp::Delete,
                 })?;
-                shard.remove(key)
+                shard.remove(key.as_str())
             }
         };
-        if let Some(entry) = &removed {
-            self.shared.release(key, entry);
+        if let Some(slot) = &removed {
+            self.shared.release(slot);
             self.shared.watchers.changed(key.as_str());
         }
         drop(expired);
-        removed
-            .map(|entry| entry.value.kind())
-            .ok_or(StoreError::NotFound)
+        removed.map(|slot| slot.kind()).ok_or(StoreError::NotFound)
     }
 
     /// Lists metadata of live keys starting with `prefix`, in key order,
@@ -237,19 +241,33 @@ impl Store {
             Some(after) if after >= prefix => Bound::Excluded(after),
             _ => Bound::Included(prefix),
         };
-        let mut page = Vec::new();
+        // Each shard's candidates are merged into `page` as they come,
+        // kept sorted and cut to `limit + 1`: once it is full, a later shard
+        // is scanned only up to the largest key still in it, so most shards
+        // build few entries' metadata (each needs its own `Key`).
+        let mut page: Vec<Meta> = Vec::new();
         for shard in self.shared.shards.iter() {
+            let bound = (page.len() > limit).then(|| page[limit].key.clone());
             let shard = lock(shard);
             let range = shard.entries.range::<str, _>((lower, Bound::Unbounded));
             page.extend(
                 range
-                    .take_while(|(key, _)| key.as_str().starts_with(prefix))
-                    .filter(|(key, entry)| entry.deadline > now && visible(key))
+                    .take_while(|slot| {
+                        slot.key().starts_with(prefix)
+                            && bound
+                                .as_ref()
+                                .is_none_or(|bound| slot.key() < bound.as_str())
+                    })
+                    .filter(|slot| slot.deadline() > now)
+                    .map(|slot| (slot, slot.owned_key()))
+                    .filter(|(_, key)| visible(key))
                     .take(limit.saturating_add(1))
-                    .map(|(key, entry)| entry.meta(key, now, wall_now)),
+                    .map(|(slot, key)| slot.meta(key, now, wall_now)),
             );
+            drop(shard);
+            page.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+            page.truncate(limit.saturating_add(1));
         }
-        page.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         let next = if page.len() > limit {
             page.truncate(limit);
             page.last().map(|meta| meta.key.clone())

@@ -165,7 +165,7 @@ pub(super) fn secret_headers(headers: &mut HeaderMap, meta: &Meta) {
 /// (through [`SecretBytes`]'s drop).
 pub(super) struct SecretBody<T>(pub(super) T);
 
-impl AsRef<[u8]> for SecretBody<Arc<SecretBytes>> {
+impl AsRef<[u8]> for SecretBody<SecretRef> {
     fn as_ref(&self) -> &[u8] {
         self.0.expose()
     }

@@ -3,7 +3,7 @@
 //! Handlers return `Result<Response, ApiError>`; [`Api::handle`] turns every
 //! error into a problem response through [`ApiError::into_response`], the only
 //! place that happens. Secret bytes reach the response as a
-//! `Bytes::from_owner` over the stored `Arc<SecretBytes>`: no copy, and the
+//! `Bytes::from_owner` over the stored entry (a `SecretRef`): no copy, and the
 //! last owner wipes them.
 
 use std::borrow::Cow;
@@ -29,7 +29,7 @@ use crate::config::ApiSettings;
 use crate::http::problem::ApiError;
 use crate::store::key::{validate_prefix, Key};
 use crate::store::secret::SecretBytes;
-use crate::store::{End, MediaType, Meta, Precondition, PutOptions, Store};
+use crate::store::{End, MediaType, Meta, Precondition, PutOptions, SecretRef, Store};
 use crate::text::units::{format_duration, parse_duration};
 use crate::tls::identity::Identity;
 
