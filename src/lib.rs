@@ -21,14 +21,15 @@
 //! - [`http`]: the HTTPS server (accept loop, deadlines, admission, HTTP/2
 //!   guards), the v1 routes and the RFC 9457 problem responses.
 //! - [`posture`]: the startup self-check, the process's hardening and the
-//!   wiping global allocator (one of the crate's two `unsafe` modules).
+//!   wiping global allocator (one of the crate's three `unsafe` modules).
 //! - [`access`]: who may do what (policy), rate limits, the audit line, and
 //!   the live reload of certificates, client CA and policy.
 //! - [`persist`]: snapshots and the journal in the scratch dir, the file
 //!   format, restore at startup.
 //! - [`store`]: the sharded in-memory store, keys, [`store::secret::SecretBytes`],
-//!   the secret arena its bytes live in ([`store::arena`]: `memfd_secret`,
-//!   the other `unsafe` module) and the waiters of `?wait=`.
+//!   the secret arena its bytes live in ([`store::arena`]: `memfd_secret`),
+//!   the one allocation per entry (`store::block`; these two are the other
+//!   `unsafe` modules) and the waiters of `?wait=`.
 //! - [`config`]: the validated settings of every layer and every default,
 //!   named once.
 //! - [`tls`]: rustls configuration, the post-quantum key exchange, client

@@ -33,9 +33,9 @@
 //! the heap anyway but in the secret arena ([`crate::store::arena`]),
 //! whose pages are left out of dumps whatever the limits.
 //!
-//! This is one of the crate's two `unsafe` modules (the other is the
-//! secret arena, [`crate::store::arena`]): a `GlobalAlloc` cannot be
-//! written without it.
+//! This is one of the crate's three `unsafe` modules (the others are the
+//! secret arena, [`crate::store::arena`], and the store's entry blocks):
+//! a `GlobalAlloc` cannot be written without it.
 #![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};

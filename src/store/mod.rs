@@ -7,7 +7,7 @@
 //!   key, so listing by prefix and `after` is a range scan) and a min-heap
 //!   of deadlines ([`deadlines`]: lazy deletion, no B-tree node per entry).
 //!   An entry is one allocation, its key's bytes and its metadata (an
-//!   [`arena::Block`]); the set holds a thin pointer to it.
+//!   [`block::Block`]); the set holds a thin pointer to it.
 //!   Readers of different keys rarely meet on the same lock, so reads scale
 //!   with cores.
 //! - A std `Mutex` (not tokio's) is right here: no lock is ever held across an
@@ -52,6 +52,7 @@ use crate::store::key::Key;
 use crate::store::secret::SecretBytes;
 use crate::store::watch::{Watch, Watchers};
 
+mod block;
 mod clock;
 mod deadlines;
 mod export;

@@ -3,7 +3,7 @@
 
 use std::borrow::Borrow;
 
-use super::arena::{Block, WeakBlock};
+use super::block::{Block, WeakBlock};
 use super::*;
 
 /// One entry's metadata and value: the header of its [`Block`], which

@@ -528,5 +528,5 @@ fn an_entry_and_a_deadline_stay_narrow() {
     assert_eq!(std::mem::size_of::<Option<SecretBytes>>(), 12);
     assert_eq!(std::mem::size_of::<Entry>(), 64);
     assert_eq!(std::mem::size_of::<Slot>(), 8);
-    assert_eq!(std::mem::size_of::<(Tick, arena::WeakBlock<Entry>)>(), 16);
+    assert_eq!(std::mem::size_of::<(Tick, block::WeakBlock<Entry>)>(), 16);
 }
