@@ -77,6 +77,8 @@ FROM rust:${RUST_VERSION}-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# hyper and h2 with tmpvault's changes ([patch.crates-io] in Cargo.toml).
+COPY vendor ./vendor
 # The workspace's other member (the benchmark): cargo reads its manifest;
 # only `tmpvault` is built.
 COPY bench ./bench
