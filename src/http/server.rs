@@ -59,6 +59,7 @@ use crate::http::counters::RequestCounters;
 use crate::http::early::Drained;
 use crate::http::h2guard::H2Guard;
 use crate::http::problem::ApiError;
+use crate::http::wipe::ZeroedReads;
 use crate::store::Store;
 use crate::tls::identity::{self, Identity};
 use crate::tls::{ClientVerifier, ServerTls};
@@ -445,7 +446,7 @@ impl Connection {
         peer: SocketAddr,
         acceptor: TlsAcceptor,
     ) -> Option<(
-        TlsStream<TcpStream>,
+        TlsStream<ZeroedReads<TcpStream>>,
         Vec<CertificateDer<'static>>,
         Identity,
         Slot,
@@ -453,7 +454,10 @@ impl Connection {
         // Small responses must not wait for Nagle.
         let _ = tcp.set_nodelay(true);
         let slot = self.admission.begin_handshake(peer.ip());
-        let handshake = tokio::time::timeout(self.limits.handshake_timeout, acceptor.accept(tcp));
+        let handshake = tokio::time::timeout(
+            self.limits.handshake_timeout,
+            acceptor.accept(ZeroedReads::new(tcp)),
+        );
         let handshake = tokio::select! {
             result = handshake => result,
             () = slot.evicted() => {

@@ -522,6 +522,36 @@ impl H2Client {
         H2Client { send }
     }
 
+    /// Any request, with `body` sent as one DATA frame; status and body.
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Result<(u16, Vec<u8>), h2::Error> {
+        let mut send = self.send.clone().ready().await?;
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(format!("https://localhost{path}"))
+            .body(())
+            .expect("request");
+        let (response, mut stream) = send.send_request(request, body.is_none())?;
+        if let Some(body) = body {
+            stream.reserve_capacity(body.len());
+            stream.send_data(body, true)?;
+        }
+        let response = response.await?;
+        let status = response.status().as_u16();
+        let mut body = response.into_body();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok((status, bytes))
+    }
+
     /// GET `path`; status and body.
     pub async fn get(&self, path: &str) -> Result<(u16, Vec<u8>), h2::Error> {
         let mut send = self.send.clone().ready().await?;

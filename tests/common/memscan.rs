@@ -122,8 +122,13 @@ impl fmt::Display for Scan {
         )?;
         for (name, hits) in self.names.iter().zip(&self.hits) {
             write!(f, "  marker {name}: {} hit(s)", hits.len())?;
-            for hit in hits {
+            // The first few: a value repeated over 48 KiB is found hundreds
+            // of times.
+            for hit in hits.iter().take(4) {
                 write!(f, " [{:#x} in {}]", hit.address, hit.region)?;
+            }
+            if hits.len() > 4 {
+                write!(f, " ...")?;
             }
             writeln!(f)?;
         }
