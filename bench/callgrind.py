@@ -11,6 +11,7 @@ prints the server's user-space instructions per request.
     python3 bench/callgrind.py target/release/tmpvault put     # or get
     RUST_LOG=warn python3 bench/callgrind.py ... put           # no audit line
 
+CALLGRIND_KEEP=FILE keeps the dump, for `callgrind_annotate FILE`.
 Only the standard library and valgrind (Debian's `valgrind`) are needed.
 The count is the same from run to run for the same binary and inputs,
 whatever else the machine is doing.
@@ -92,6 +93,9 @@ def main():
     # zeroed: the COUNT requests and nothing else.
     with open(out + ".1") as dump:
         total = next(int(line.split()[1]) for line in dump if line.startswith("summary:"))
+    keep = os.environ.get("CALLGRIND_KEEP")
+    if keep:
+        shutil.copy(out + ".1", keep)
     shutil.rmtree(work)
     print(f"{operation}: {total / COUNT:,.0f} instructions per request "
           f"({COUNT} requests, RUST_LOG={os.environ.get('RUST_LOG', 'default')})")
