@@ -24,7 +24,7 @@ use std::os::unix::process::CommandExt as _;
 use std::process::Command;
 
 use bytes::Bytes;
-use common::memscan::{scan, start_server, wait_until_closed, Marker};
+use common::memscan::{scan, start_server, start_server_in, wait_until_closed, Marker};
 use common::process::{free_port, is_root, ServerProcess, BIN};
 use common::Pki;
 use hyper::Method;
@@ -188,6 +188,93 @@ async fn a_full_arena_answers_507_and_keeps_what_it_holds() {
         )
         .await
         .unwrap();
+}
+
+/// A snapshot written under a larger arena is sound data: a restart whose
+/// arena cannot hold it refuses to start, naming the limit, and never
+/// moves the files aside, even with `--snapshot-on-error discard` (which
+/// is for damaged files). With the arena it was written under, every value
+/// comes back.
+#[tokio::test]
+async fn a_snapshot_too_big_for_the_arena_is_refused_and_never_discarded() {
+    if !is_root() {
+        eprintln!("skipping: runs the server as root (--allow-root), as the scans do");
+        return;
+    }
+    let pki = Pki::new();
+    let scratch = pki.scratch_dir().join("scratch");
+    fs::create_dir(&scratch).unwrap();
+    fs::set_permissions(&scratch, fs::Permissions::from_mode(0o700)).unwrap();
+    let files = pki.client_files("client", ClientName::CommonName("arena".into()));
+    // Two 40 KiB values take two 64 KiB blocks: a 128 KiB arena holds
+    // them, a 64 KiB one holds one.
+    let big = Bytes::from(vec![b'x'; 40 << 10]);
+    let serve = |max_memory: &'static str, port: u16| {
+        start_server_in(
+            &pki,
+            port,
+            &scratch,
+            &[
+                "--max-memory",
+                max_memory,
+                "--secret-arena",
+                "mlock",
+                "--snapshot",
+                "plain",
+                "--snapshot-on-error",
+                "discard",
+            ],
+        )
+    };
+    let port = free_port();
+    let mut server = serve("128KiB", port);
+    let client = Client::new(&format!("https://127.0.0.1:{port}"), &files).unwrap();
+    server.wait_until_serving(&client).await;
+    for key in ["arena/one", "arena/two"] {
+        client
+            .put(key, big.clone(), &PutOptions::default())
+            .await
+            .unwrap();
+    }
+    assert!(server.terminate().await.success(), "{}", server.log());
+
+    let mut small = serve("64KiB", free_port());
+    let status = small
+        .wait_exit(
+            std::time::Duration::from_secs(20),
+            "of a start that must fail",
+        )
+        .await;
+    let log = small.log();
+    assert!(
+        !status.success(),
+        "a 64 KiB arena cannot hold 80 KiB:\n{log}"
+    );
+    assert!(
+        log.contains("the secret arena cannot take") && log.contains("the file is intact"),
+        "{log}"
+    );
+    assert!(!log.contains("DISCARDED"), "{log}");
+    let names: Vec<String> = fs::read_dir(&scratch)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().any(|name| name == "tmpvault.snapshot"),
+        "{names:?}"
+    );
+    assert!(
+        !names.iter().any(|name| name.ends_with(".discarded")),
+        "{names:?}"
+    );
+
+    let port = free_port();
+    let mut again = serve("128KiB", port);
+    let client = Client::new(&format!("https://127.0.0.1:{port}"), &files).unwrap();
+    again.wait_until_serving(&client).await;
+    for key in ["arena/one", "arena/two"] {
+        assert_eq!(client.get(key).await.unwrap()[..], big[..], "{key}");
+    }
 }
 
 #[test]

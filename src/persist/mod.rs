@@ -184,6 +184,20 @@ pub enum PersistenceError {
     Task(String),
 }
 
+impl PersistenceError {
+    /// A sound snapshot or journal holds a value that the secret arena has
+    /// no room for: never discarded, whatever `--snapshot-on-error` says.
+    pub fn is_arena_full(&self) -> bool {
+        matches!(
+            self,
+            PersistenceError::Format {
+                source: FormatError::ArenaFull { .. },
+                ..
+            }
+        )
+    }
+}
+
 fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> PersistenceError {
     let path = path.display().to_string();
     move |source| PersistenceError::Io {

@@ -130,7 +130,11 @@ impl Persistence {
         let started = Instant::now();
         let loaded = match load(&files, key.as_ref()) {
             Ok(loaded) => loaded,
-            Err(error) if settings.on_error == SnapshotOnError::Discard => {
+            // A value that does not fit in the arena is a limit too small,
+            // not a damaged file: discarding would lose sound data.
+            Err(error)
+                if settings.on_error == SnapshotOnError::Discard && !error.is_arena_full() =>
+            {
                 tracing::error!(
                     %error,
                     "THE SNAPSHOT COULD NOT BE LOADED AND IS DISCARDED (--snapshot-on-error=discard): \

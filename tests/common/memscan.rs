@@ -5,6 +5,7 @@
 use std::fmt;
 use std::fs::{self, File};
 use std::os::unix::fs::{FileExt as _, PermissionsExt as _};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -31,13 +32,20 @@ pub fn start_server(pki: &Pki, port: u16, extra: &[&str]) -> ServerProcess {
     fs::create_dir(&scratch).expect("create the scratch dir");
     fs::set_permissions(&scratch, fs::Permissions::from_mode(0o700))
         .expect("chmod the scratch dir");
+    start_server_in(pki, port, &scratch, extra)
+}
+
+/// `tmpvault serve` on `scratch`, a 0700 directory that may hold an
+/// earlier server's snapshot; its output to `server.log` beside the
+/// certificates (truncated at each start).
+pub fn start_server_in(pki: &Pki, port: u16, scratch: &Path, extra: &[&str]) -> ServerProcess {
     let log = pki.scratch_dir().join("server.log");
     let log_file = File::create(&log).expect("create the server log");
     let child = Command::new(BIN)
         .arg("serve")
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .arg("--scratch-dir")
-        .arg(&scratch)
+        .arg(scratch)
         .arg("--tls-cert")
         .arg(&pki.server.cert)
         .arg("--tls-key")

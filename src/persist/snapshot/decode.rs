@@ -86,8 +86,10 @@ impl<'a> Decoder<'a> {
     pub(super) fn secret(&mut self, what: &str) -> Result<SecretBytes, Malformed> {
         let len = self.u32(what)?;
         let len = usize::try_from(len).map_err(|_| malformed(format!("{what} is too long")))?;
-        SecretBytes::copy_from(self.take(len, what)?)
-            .map_err(|full| malformed(format!("{what} does not fit: {full}")))
+        SecretBytes::copy_from(self.take(len, what)?).map_err(|full| Malformed::ArenaFull {
+            what: what.to_owned(),
+            reason: full.to_string(),
+        })
     }
 }
 

@@ -101,6 +101,24 @@ pub enum FormatError {
         /// What is wrong.
         reason: String,
     },
+    /// A sound frame holding a value that does not fit in the secret
+    /// arena this server has: the file is intact, the limits are too small
+    /// for it.
+    #[error(
+        "frame {frame} at byte {offset} holds {what} that the secret arena cannot take \
+         ({reason}); the file is intact: start with the --max-memory and memlock limits it was \
+         written under"
+    )]
+    ArenaFull {
+        /// Frame index.
+        frame: u64,
+        /// Byte offset of the frame.
+        offset: u64,
+        /// The value: `a value` or `a list item`, as the decoder names it.
+        what: String,
+        /// The arena's own words.
+        reason: String,
+    },
 }
 
 /// Why a key file could not be read or written.
@@ -140,8 +158,13 @@ pub enum KeyFileError {
 }
 
 /// A content problem inside an authenticated frame.
-pub(super) struct Malformed(pub(super) String);
+pub(super) enum Malformed {
+    /// The content makes no sense.
+    Content(String),
+    /// `what` (a value) does not fit in the secret arena, for `reason`.
+    ArenaFull { what: String, reason: String },
+}
 
 pub(super) fn malformed(reason: impl Into<String>) -> Malformed {
-    Malformed(reason.into())
+    Malformed::Content(reason.into())
 }

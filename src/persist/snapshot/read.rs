@@ -219,9 +219,17 @@ pub(super) fn unexpected_frame(
 }
 
 pub(super) fn malformed_at(index: u64, offset: u64, problem: Malformed) -> FormatError {
-    FormatError::Malformed {
-        frame: index,
-        offset,
-        reason: problem.0,
+    match problem {
+        Malformed::Content(reason) => FormatError::Malformed {
+            frame: index,
+            offset,
+            reason,
+        },
+        Malformed::ArenaFull { what, reason } => FormatError::ArenaFull {
+            frame: index,
+            offset,
+            what,
+            reason,
+        },
     }
 }
