@@ -5,7 +5,7 @@
 //! ```text
 //! cargo build --release --workspace --bins
 //! target/release/tmpvault-bench [--duration 5s] [--connections 50] [--rounds 3]
-//!     [--h2-connections 4] [--h2-streams 16] [--pin] [--quick]
+//!     [--h2-connections 4] [--h2-streams 16] [--pin] [--secret-arena MODE] [--quick]
 //! ```
 //!
 //! Progress goes to stderr; the table (every figure, and PASS or MISS beside
@@ -87,6 +87,10 @@ struct Cli {
     /// others, so that they do not share time slices (p99 under load).
     #[arg(long)]
     pin: bool,
+    /// Pass `--secret-arena MODE` to every tmpvault (to measure what the
+    /// arena costs against `heap`) [default: tmpvault's own, auto].
+    #[arg(long, value_enum)]
+    secret_arena: Option<tmpvault::config::SecretArena>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -115,6 +119,7 @@ impl Cli {
             settle: Duration::from_millis(if quick { 200 } else { 500 }),
             idle: Duration::from_secs(if quick { 1 } else { 5 }),
             pin: self.pin,
+            secret_arena: self.secret_arena,
         };
         if settings.connections == 0 || settings.rounds == 0 || settings.secrets == 0 {
             return Err(Failure::new(

@@ -78,6 +78,8 @@ pub struct Settings {
     pub idle: Duration,
     /// Servers on some CPUs, load generators on another (`--pin`).
     pub pin: bool,
+    /// `--secret-arena` for every tmpvault (none: its default, `auto`).
+    pub secret_arena: Option<tmpvault::config::SecretArena>,
 }
 
 /// Rules in the policy of the `tmpvault+policy` column. The bench's own
@@ -195,6 +197,9 @@ impl Bench<'_> {
             .arg("--scratch-dir")
             .arg(self.workdir.subdir("scratch")?)
             .arg("--allow-root");
+        if let Some(mode) = self.settings.secret_arena {
+            command.arg("--secret-arena").arg(arena_name(mode));
+        }
         self.server_tls_args(&mut command);
         if let Some(ops) = ops {
             command.arg("--ops-listen").arg(ops.to_string());
@@ -1050,9 +1055,16 @@ fn preamble(settings: &Settings, bench: &Bench<'_>) -> Vec<String> {
             str::to_owned,
         ),
         format!("load generator: {generator}"),
-        format!("tmpvault: {} serve, stderr to /dev/null; 'tmpvault' = default logging (one JSON audit line per request), 'tmpvault warn' = RUST_LOG=warn (no audit line), 'tmpvault+policy' = default logging and --policy with {POLICY_RULES} rules, the client's rule last", bench.tmpvault.display()),
+        format!("tmpvault: {} serve{}, stderr to /dev/null; 'tmpvault' = default logging (one JSON audit line per request), 'tmpvault warn' = RUST_LOG=warn (no audit line), 'tmpvault+policy' = default logging and --policy with {POLICY_RULES} rules, the client's rule last", bench.tmpvault.display(), settings.secret_arena.map_or_else(String::new, |mode| format!(" --secret-arena {}", arena_name(mode)))),
         "baseline: hyper-util auto builder + tokio-rustls with tmpvault::tls::server_config (ring, TLS 1.3, client certificates required) and tmpvault's HTTP/2 settings (tmpvault::http::server::HTTP2_*); GET -> fixed 1 KiB, PUT -> read body, 204".into(),
     ]
+}
+
+/// The command-line name of a `--secret-arena` mode.
+fn arena_name(mode: tmpvault::config::SecretArena) -> String {
+    use clap::ValueEnum as _;
+    mode.to_possible_value()
+        .map_or_else(String::new, |value| value.get_name().to_owned())
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use crate::app::{self, AppError, Mode};
-use crate::config::{LogFormat, ServeConfig};
+use crate::config::{LogFormat, SecretArena, ServeConfig};
 use crate::posture::harden::HardeningReport;
 use crate::tls::pki::{ClientName, DevPki, PkiError};
 use crate::tls::ServerTlsFiles;
@@ -31,6 +31,14 @@ pub struct DevArgs {
     /// Log format.
     #[arg(long, env = "TMPVAULT_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Where stored values live, as for `serve`: `memfd-secret`, `mlock`, `heap`, or `auto`.
+    #[arg(
+        long,
+        env = "TMPVAULT_SECRET_ARENA",
+        value_enum,
+        default_value = "auto"
+    )]
+    pub secret_arena: SecretArena,
 }
 
 /// Why `dev` could not start.
@@ -134,6 +142,7 @@ async fn serve(args: &DevArgs, dir: &Path, hardening: HardeningReport) -> Result
     let config = ServeConfig {
         // dev runs wherever a developer is, root included (a warning).
         allow_root: true,
+        secret_arena: args.secret_arena,
         ..ServeConfig::new(
             args.listen,
             dir.to_owned(),
