@@ -276,6 +276,26 @@ async fn send_waiters(
     Ok(tasks)
 }
 
+/// What the requests that ended before the server held them got: how
+/// many, and the first one's answer or error.
+async fn ended_early(tasks: &mut [JoinHandle<Answer>]) -> String {
+    let mut ended = 0;
+    let mut first = None;
+    for task in tasks.iter_mut().filter(|task| task.is_finished()) {
+        ended += 1;
+        let said = match task.await {
+            Ok(Ok((status, ..))) => format!("answered {status}"),
+            Ok(Err(error)) => error,
+            Err(error) => format!("the task failed: {error}"),
+        };
+        first.get_or_insert(said);
+    }
+    match first {
+        Some(first) => format!("{ended} of the requests ended unheld, the first: {first}"),
+        None => "none of the requests ended: the rest are still on their way".to_owned(),
+    }
+}
+
 /// Measures `shape` against a fresh server (`server`, whose ops listener
 /// is `ops`); `settle` before each RSS reading, `idle` the window CPU is
 /// read over.
@@ -295,7 +315,7 @@ pub async fn measure(
     let rss_before = process::rss(pid)?;
 
     let started = Instant::now();
-    let tasks = send_waiters(&connectors, shape, &etag).await?;
+    let mut tasks = send_waiters(&connectors, shape, &etag).await?;
     let total = shape.total();
     loop {
         let now = waiting(ops).await?;
@@ -305,7 +325,10 @@ pub async fn measure(
         if started.elapsed() > DEADLINE {
             return Err(Failure::new(
                 "waiting for the server to hold every waiting GET",
-                format!("{now} of {total} after {DEADLINE:?}"),
+                format!(
+                    "{now} of {total} after {DEADLINE:?}; {}",
+                    ended_early(&mut tasks).await
+                ),
             ));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
