@@ -22,11 +22,12 @@ use common::h2raw::H2Client;
 use common::memscan::{
     find_all, open_connections, readable_regions, scan, start_server, wait_until_closed, Marker,
 };
-use common::process::{free_port, is_root};
+use common::process::{free_port, is_root, ServerProcess};
 use common::{problem_code, raw_tls, read_response, Pki};
 use tmpvault::cmd::client::{Client, ClientError, PutOptions};
 use tmpvault::posture::alloc::ZeroizingAllocator;
 use tmpvault::tls::pki::ClientName;
+use tmpvault::tls::ClientTlsFiles;
 use tokio::time::{sleep, Instant};
 use zeroize::Zeroizing;
 
@@ -72,20 +73,29 @@ fn regions_of_this_process_are_listed() {
         .any(|region| region.label.starts_with("[vvar")));
 }
 
-#[tokio::test]
-async fn no_secret_survives_in_server_memory() {
+/// A server with values on the heap, where the scan can see a stored
+/// value (each test's control; tests/arena.rs scans with the arena), and
+/// a client of it and its files; `None`, and the test skips, when not
+/// root.
+async fn heap_server() -> Option<(Pki, u16, ServerProcess, Client, ClientTlsFiles)> {
     if !is_root() {
         eprintln!("skipping: reading a non-dumpable process's memory needs root");
-        return;
+        return None;
     }
     let pki = Pki::new();
     let port = free_port();
-    // On the heap, where the scan can see a stored value (the control
-    // below); tests/arena.rs scans with the arena.
     let mut server = start_server(&pki, port, &["--secret-arena", "heap"]);
     let files = pki.client_files("client", ClientName::CommonName("residue".into()));
     let client = Client::new(&format!("https://127.0.0.1:{port}"), &files).expect("client");
     server.wait_until_serving(&client).await;
+    Some((pki, port, server, client, files))
+}
+
+#[tokio::test]
+async fn no_secret_survives_in_server_memory() {
+    let Some((_pki, port, mut server, client, _)) = heap_server().await else {
+        return;
+    };
     let pid = server.pid();
 
     let deleted = Marker::new("A (deleted)");
@@ -274,17 +284,9 @@ async fn assert_only_kept(
 
 #[tokio::test]
 async fn no_copy_stays_on_an_open_connection() {
-    if !is_root() {
-        eprintln!("skipping: reading a non-dumpable process's memory needs root");
+    let Some((_pki, port, mut server, client, files)) = heap_server().await else {
         return;
-    }
-    let pki = Pki::new();
-    let port = free_port();
-    // On the heap, so that the stored control marker is visible.
-    let mut server = start_server(&pki, port, &["--secret-arena", "heap"]);
-    let files = pki.client_files("client", ClientName::CommonName("residue".into()));
-    let client = Client::new(&format!("https://127.0.0.1:{port}"), &files).expect("client");
-    server.wait_until_serving(&client).await;
+    };
     drop(client);
     wait_until_closed(port).await;
     let pid = server.pid();

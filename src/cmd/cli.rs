@@ -19,9 +19,10 @@ use zeroize::Zeroizing;
 
 use crate::cmd::client::{Client, ClientError, PutOptions};
 use crate::cmd::dev::DevArgs;
+use crate::cmd::flags::ArenaArgs;
 use crate::config::ApiSettings;
 use crate::config::Limits;
-use crate::config::{self, LogFormat, SecretArena, ServeConfig, SnapshotOnError, SnapshotSetting};
+use crate::config::{self, LogFormat, ServeConfig, SnapshotOnError, SnapshotSetting};
 use crate::posture::harden::{harden_process, HardeningReport};
 use crate::store::arena::{Arena, ArenaSize};
 use crate::text::units::{parse_bytes, parse_duration};
@@ -323,19 +324,6 @@ impl ServeArgs {
             },
         }
     }
-}
-
-/// `--secret-arena`, shared by `serve` and `selfcheck`.
-#[derive(Debug, Args)]
-pub struct ArenaArgs {
-    /// Where stored values live: `memfd-secret` (pages the kernel itself cannot read), `mlock`, `heap`, or `auto`: the first of these the kernel and RLIMIT_MEMLOCK allow.
-    #[arg(
-        long,
-        env = "TMPVAULT_SECRET_ARENA",
-        value_enum,
-        default_value = "auto"
-    )]
-    pub secret_arena: SecretArena,
 }
 
 /// Flags of `selfcheck`: the ones that change what `serve` would check,

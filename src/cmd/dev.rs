@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use crate::app::{self, AppError, Mode};
-use crate::config::{LogFormat, SecretArena, ServeConfig};
+use crate::cmd::flags::ArenaArgs;
+use crate::config::{LogFormat, ServeConfig};
 use crate::posture::harden::HardeningReport;
 use crate::tls::pki::{ClientName, DevPki, PkiError};
 use crate::tls::ServerTlsFiles;
@@ -31,14 +32,9 @@ pub struct DevArgs {
     /// Log format.
     #[arg(long, env = "TMPVAULT_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
-    /// Where stored values live, as for `serve`: `memfd-secret`, `mlock`, `heap`, or `auto`.
-    #[arg(
-        long,
-        env = "TMPVAULT_SECRET_ARENA",
-        value_enum,
-        default_value = "auto"
-    )]
-    pub secret_arena: SecretArena,
+    /// Where stored values live, as for `serve`.
+    #[command(flatten)]
+    pub arena: ArenaArgs,
 }
 
 /// Why `dev` could not start.
@@ -142,7 +138,7 @@ async fn serve(args: &DevArgs, dir: &Path, hardening: HardeningReport) -> Result
     let config = ServeConfig {
         // dev runs wherever a developer is, root included (a warning).
         allow_root: true,
-        secret_arena: args.secret_arena,
+        secret_arena: args.arena.secret_arena,
         ..ServeConfig::new(
             args.listen,
             dir.to_owned(),

@@ -554,20 +554,6 @@ impl H2Client {
 
     /// GET `path`; status and body.
     pub async fn get(&self, path: &str) -> Result<(u16, Vec<u8>), h2::Error> {
-        let mut send = self.send.clone().ready().await?;
-        let request = hyper::Request::get(format!("https://localhost{path}"))
-            .body(())
-            .expect("request");
-        let (response, _) = send.send_request(request, true)?;
-        let response = response.await?;
-        let status = response.status().as_u16();
-        let mut body = response.into_body();
-        let mut bytes = Vec::new();
-        while let Some(chunk) = body.data().await {
-            let chunk = chunk?;
-            let _ = body.flow_control().release_capacity(chunk.len());
-            bytes.extend_from_slice(&chunk);
-        }
-        Ok((status, bytes))
+        self.request("GET", path, None).await
     }
 }
