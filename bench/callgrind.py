@@ -50,15 +50,15 @@ def main():
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
          binary, "dev", "--listen", f"127.0.0.1:{port}", "--scratch-dir", work],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    exports = {}
-    while "TMPVAULT_CLIENT_KEY" not in exports:
-        line = server.stdout.readline()
-        if not line:
-            sys.exit("tmpvault dev ended before printing its exports")
-        found = re.match(r"export (TMPVAULT_\w+)=(\S+)", line)
-        if found:
-            exports[found[1]] = found[2]
     try:
+        exports = {}
+        while "TMPVAULT_CLIENT_KEY" not in exports:
+            line = server.stdout.readline()
+            if not line:
+                sys.exit("tmpvault dev ended before printing its exports")
+            found = re.match(r"export (TMPVAULT_\w+)=(\S+)", line)
+            if found:
+                exports[found[1]] = found[2]
         context = ssl.create_default_context(cafile=exports["TMPVAULT_CACERT"])
         context.load_cert_chain(exports["TMPVAULT_CLIENT_CERT"], exports["TMPVAULT_CLIENT_KEY"])
         connection = http.client.HTTPSConnection("localhost", port, context=context, timeout=120)
@@ -86,17 +86,20 @@ def main():
         subprocess.run(["callgrind_control", "-d", str(server.pid)], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         connection.close()
-    finally:
         server.send_signal(signal.SIGINT)
         server.wait(timeout=60)
-    # `callgrind.out.1` is the dump asked for after the counters were
-    # zeroed: the COUNT requests and nothing else.
-    with open(out + ".1") as dump:
-        total = next(int(line.split()[1]) for line in dump if line.startswith("summary:"))
-    keep = os.environ.get("CALLGRIND_KEEP")
-    if keep:
-        shutil.copy(out + ".1", keep)
-    shutil.rmtree(work)
+        # `callgrind.out.1` is the dump asked for after the counters were
+        # zeroed: the COUNT requests and nothing else.
+        with open(out + ".1") as dump:
+            total = next(int(line.split()[1]) for line in dump if line.startswith("summary:"))
+        keep = os.environ.get("CALLGRIND_KEEP")
+        if keep:
+            shutil.copy(out + ".1", keep)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        shutil.rmtree(work, ignore_errors=True)
     print(f"{operation}: {total / COUNT:,.0f} instructions per request "
           f"({COUNT} requests, RUST_LOG={os.environ.get('RUST_LOG', 'default')})")
 

@@ -24,7 +24,9 @@ use std::os::unix::process::CommandExt as _;
 use std::process::Command;
 
 use bytes::Bytes;
-use common::memscan::{scan, start_server, start_server_in, wait_until_closed, Marker};
+use common::memscan::{
+    scan, server_scratch, start_server, start_server_in, wait_until_closed, Marker,
+};
 use common::process::{free_port, is_root, ServerProcess, BIN};
 use common::Pki;
 use hyper::Method;
@@ -202,9 +204,7 @@ async fn a_snapshot_too_big_for_the_arena_is_refused_and_never_discarded() {
         return;
     }
     let pki = Pki::new();
-    let scratch = pki.scratch_dir().join("scratch");
-    fs::create_dir(&scratch).unwrap();
-    fs::set_permissions(&scratch, fs::Permissions::from_mode(0o700)).unwrap();
+    let scratch = server_scratch(&pki);
     let files = pki.client_files("client", ClientName::CommonName("arena".into()));
     // Two 40 KiB values take two 64 KiB blocks: a 128 KiB arena holds
     // them, a 64 KiB one holds one.

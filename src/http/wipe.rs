@@ -39,7 +39,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// before every read (4 KiB or more, several reads per request, most of
 /// which find nothing) cost a quarter of the server's instructions per GET;
 /// so the reader remembers how far its last read filled, and zeroes only up
-/// to there while the buffer stays the same one (see [`Filled`]).
+/// to there while the buffer stays the same one (see `Filled`).
 #[derive(Debug)]
 pub struct ZeroedReads<T> {
     inner: T,
@@ -57,7 +57,7 @@ pub struct ZeroedReads<T> {
 /// always moves a block it reallocates, and a new block never overlaps the
 /// live one it is copied from) or changes length; either moves its end, so
 /// a space with a different `end` is zeroed whole.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 struct Filled {
     /// One past the last byte of the space the last read was given.
     end: usize,

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::fs::{self, File};
 use std::os::unix::fs::{FileExt as _, PermissionsExt as _};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -28,11 +28,16 @@ const SCAN_CHUNK: usize = 4 << 20;
 /// Starts `tmpvault serve` as root (`--allow-root`) with `extra` flags, a
 /// private scratch dir and a log file in the PKI directory (a tmpfs).
 pub fn start_server(pki: &Pki, port: u16, extra: &[&str]) -> ServerProcess {
+    start_server_in(pki, port, &server_scratch(pki), extra)
+}
+
+/// A new 0700 scratch directory for a server, beside `pki`'s certificates.
+pub fn server_scratch(pki: &Pki) -> PathBuf {
     let scratch = pki.scratch_dir().join("scratch");
     fs::create_dir(&scratch).expect("create the scratch dir");
     fs::set_permissions(&scratch, fs::Permissions::from_mode(0o700))
         .expect("chmod the scratch dir");
-    start_server_in(pki, port, &scratch, extra)
+    scratch
 }
 
 /// `tmpvault serve` on `scratch`, a 0700 directory that may hold an
