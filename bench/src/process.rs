@@ -149,6 +149,11 @@ impl ChildGuard {
     pub fn rss(&self) -> Result<u64, Failure> {
         rss(self.pid())
     }
+
+    /// The anonymous part of it now, in bytes.
+    pub fn rss_anon(&self) -> Result<u64, Failure> {
+        rss_anon(self.pid())
+    }
 }
 
 impl Drop for ChildGuard {
@@ -301,14 +306,26 @@ pub fn is_running(pid: u32) -> bool {
 
 /// VmRSS of a process in bytes, from `/proc/<pid>/status`.
 pub fn rss(pid: u32) -> Result<u64, Failure> {
+    status_bytes(pid, "VmRSS")
+}
+
+/// The anonymous part of the resident set (heap, stacks: what the process
+/// wrote), in bytes; the rest is file-backed (the binary's and libraries'
+/// pages) and shared memory.
+pub fn rss_anon(pid: u32) -> Result<u64, Failure> {
+    status_bytes(pid, "RssAnon")
+}
+
+/// A `kB` field of `/proc/<pid>/status`, in bytes.
+fn status_bytes(pid: u32, field: &str) -> Result<u64, Failure> {
     let path = format!("/proc/{pid}/status");
     let text = std::fs::read_to_string(&path).step(|| format!("reading {path}"))?;
     text.lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|rest| rest.trim().strip_suffix("kB"))
         .and_then(|kib| kib.trim().parse::<u64>().ok())
         .map(|kib| kib * 1024)
-        .ok_or_else(|| Failure::new(format!("parsing {path}"), "no VmRSS line"))
+        .ok_or_else(|| Failure::new(format!("parsing {path}"), format!("no {field} line")))
 }
 
 /// A loopback port that was free a moment ago. Another process could take

@@ -120,8 +120,12 @@ pub struct Memory {
     pub idle_rss: u64,
     /// tmpvault's VmRSS with `secrets` stored, bytes.
     pub full_rss: u64,
+    /// The anonymous part of `idle_rss` (`RssAnon`), bytes.
+    pub idle_anon: u64,
     /// The baseline's VmRSS after start and one request, bytes.
     pub baseline_idle_rss: u64,
+    /// The anonymous part of `baseline_idle_rss`, bytes.
+    pub baseline_idle_anon: u64,
     /// Secrets stored for `full_rss` (and in Redis).
     pub secrets: u64,
     /// Bytes per stored value.
@@ -447,6 +451,12 @@ impl Figures {
             "idle RSS                            tmpvault {:.2} MiB, baseline {:.2} MiB",
             memory.idle_rss as f64 / MIB,
             memory.baseline_idle_rss as f64 / MIB
+        );
+        let _ = writeln!(
+            out,
+            "  of which anonymous (RssAnon)      tmpvault {:.2} MiB, baseline {:.2} MiB; the rest is the binaries' and libraries' pages",
+            memory.idle_anon as f64 / MIB,
+            memory.baseline_idle_anon as f64 / MIB
         );
         memory.render_per_secret(out);
         let _ = writeln!(out);

@@ -440,7 +440,7 @@ fn bench<'a>(settings: &'a Settings, workdir: &'a Workdir) -> Result<Bench<'a>, 
 /// of a full run's minutes. No start times and no baseline.
 pub async fn memory_only(settings: &Settings, workdir: &Workdir) -> Result<Memory, Failure> {
     let bench = bench(settings, workdir)?;
-    let (idle_rss, full_rss) = tmpvault_memory(&bench).await?;
+    let (idle, full_rss) = tmpvault_memory(&bench).await?;
     let redis = match redis::Tools::find() {
         Ok(tools) => match Redis::start(workdir, tools).await {
             Ok(redis) => redis_memory(&redis, settings)
@@ -452,9 +452,11 @@ pub async fn memory_only(settings: &Settings, workdir: &Workdir) -> Result<Memor
     };
     Ok(Memory {
         start_ms: Vec::new(),
-        idle_rss,
+        idle_rss: idle.rss,
+        idle_anon: idle.anon,
         full_rss,
         baseline_idle_rss: 0,
+        baseline_idle_anon: 0,
         secrets: settings.secrets,
         value_len: SMALL_VALUE_LEN,
         redis,
@@ -467,7 +469,7 @@ pub async fn run(settings: &Settings, workdir: &Workdir) -> Result<Figures, Fail
 
     // 1. The servers.
     let baseline = bench.start_baseline().await?;
-    let baseline_idle_rss = baseline.child.rss()?;
+    let baseline_idle = Resident::of(&baseline.child)?;
     let servers = Servers {
         baseline,
         default: bench.start_tmpvault(Variant::Default, None).await?,
@@ -522,12 +524,14 @@ pub async fn run(settings: &Settings, workdir: &Workdir) -> Result<Figures, Fail
     let start_ms = start_times(&bench).await?;
 
     // 4. Memory.
-    let (idle_rss, full_rss) = tmpvault_memory(&bench).await?;
+    let (idle, full_rss) = tmpvault_memory(&bench).await?;
     let memory = Memory {
         start_ms,
-        idle_rss,
+        idle_rss: idle.rss,
+        idle_anon: idle.anon,
         full_rss,
-        baseline_idle_rss,
+        baseline_idle_rss: baseline_idle.rss,
+        baseline_idle_anon: baseline_idle.anon,
         secrets: settings.secrets,
         value_len: SMALL_VALUE_LEN,
         redis: match &redis {
@@ -806,13 +810,28 @@ async fn start_times(bench: &Bench<'_>) -> Result<Vec<f64>, Failure> {
     Ok(start_ms)
 }
 
-/// tmpvault's RSS after start and one request, then with `secrets` small
-/// secrets stored.
-async fn tmpvault_memory(bench: &Bench<'_>) -> Result<(u64, u64), Failure> {
+/// A resident set and its anonymous part, bytes.
+struct Resident {
+    rss: u64,
+    anon: u64,
+}
+
+impl Resident {
+    fn of(child: &ChildGuard) -> Result<Resident, Failure> {
+        Ok(Resident {
+            rss: child.rss()?,
+            anon: child.rss_anon()?,
+        })
+    }
+}
+
+/// tmpvault's resident set after start and one request, then its RSS with
+/// `secrets` small secrets stored.
+async fn tmpvault_memory(bench: &Bench<'_>) -> Result<(Resident, u64), Failure> {
     let settings = bench.settings;
     let server = bench.start_tmpvault(Variant::Default, None).await?;
     tokio::time::sleep(settings.settle).await;
-    let idle_rss = server.child.rss()?;
+    let idle = Resident::of(&server.child)?;
     let outcome = fill(&server.target, settings, "mem", None, false).await?;
     if outcome.errors > 0 {
         return Err(Failure::new(
@@ -825,7 +844,7 @@ async fn tmpvault_memory(bench: &Bench<'_>) -> Result<(u64, u64), Failure> {
         ));
     }
     tokio::time::sleep(settings.settle).await;
-    Ok((idle_rss, server.child.rss()?))
+    Ok((idle, server.child.rss()?))
 }
 
 /// Writes `settings.secrets` secrets of 32 bytes to `{prefix}/000000`...
