@@ -95,8 +95,11 @@ impl MetaJson<'_> {
             (b",\"updated_at\":", meta.updated_at),
             (b",\"expires_at\":", meta.expires_at),
         ] {
+            // A timestamp never needs escaping: copied as it is.
             out.extend_from_slice(name);
-            push_str(out, rfc3339(time).as_str());
+            out.push(b'"');
+            out.extend_from_slice(rfc3339(time).as_bytes());
+            out.push(b'"');
         }
         out.extend_from_slice(b",\"reads_left\":");
         match meta.reads_left {
@@ -153,7 +156,7 @@ pub(super) fn secret_headers(headers: &mut HeaderMap, meta: &Meta) {
     if let Some(value) = header_text(httpdate::fmt_http_date(meta.expires_at)) {
         headers.insert(EXPIRES, value);
     }
-    if let Ok(value) = HeaderValue::from_str(rfc3339(meta.expires_at).as_str()) {
+    if let Ok(value) = HeaderValue::from_bytes(rfc3339(meta.expires_at).as_bytes()) {
         headers.insert(EXPIRES_AT, value);
     }
     if let Some(left) = meta.reads_left {
