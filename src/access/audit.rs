@@ -128,7 +128,7 @@ pub fn emit(record: &Record<'_>) {
         sink.write_line(line);
         // The reused buffer keeps no key name between requests (so none
         // outlives its DELETE in memory); a line is a few hundred bytes.
-        zeroize::Zeroize::zeroize(line.as_mut_slice());
+        crate::store::secret::wipe(line.as_mut_slice());
     };
     // The buffer is busy only if this thread is already writing a line
     // (it cannot be, but a second buffer is better than a panic).
@@ -149,18 +149,18 @@ pub fn emit(record: &Record<'_>) {
 
 /// Formats the line for `record` at `now` (with its `\n`) into `line`.
 fn format(record: &Record<'_>, now: std::time::SystemTime, line: &mut Vec<u8>) {
-    use crate::text::json::{push_str, push_u64};
+    use crate::text::json::{push_plain_str, push_str, push_u64};
+    // Routes and operations are constants and keys are `[A-Za-z0-9._/-]`
+    // by construction: none needs escaping, so none is scanned for it.
     let optional = |line: &mut Vec<u8>, name: &[u8], value: Option<&str>| {
         if let Some(value) = value {
             line.extend_from_slice(name);
-            push_str(line, value);
+            push_plain_str(line, value);
         }
     };
     line.extend_from_slice(b"{\"timestamp\":\"");
     line.extend_from_slice(
-        crate::text::timefmt::rfc3339(now, crate::text::timefmt::Fraction::Micros)
-            .as_str()
-            .as_bytes(),
+        crate::text::timefmt::rfc3339(now, crate::text::timefmt::Fraction::Micros).as_bytes(),
     );
     line.extend_from_slice(b"\",\"level\":\"INFO\",\"request_id\":\"");
     line.extend_from_slice(&request_id_hex(record.request_id));
@@ -169,11 +169,15 @@ fn format(record: &Record<'_>, now: std::time::SystemTime, line: &mut Vec<u8>) {
     line.extend_from_slice(b",\"method\":");
     push_str(line, record.method);
     line.extend_from_slice(b",\"route\":");
-    push_str(line, record.route);
+    push_plain_str(line, record.route);
     let info = record.info;
     optional(line, b",\"operation\":", info.operation);
     optional(line, b",\"key\":", info.key.as_ref().map(Key::as_str));
-    optional(line, b",\"prefix\":", info.prefix.as_deref());
+    // A prefix is escaped: it is recorded as the request gave it.
+    if let Some(prefix) = info.prefix.as_deref() {
+        line.extend_from_slice(b",\"prefix\":");
+        push_str(line, prefix);
+    }
     line.extend_from_slice(b",\"status\":");
     push_u64(line, u64::from(record.status));
     line.extend_from_slice(b",\"bytes_in\":");

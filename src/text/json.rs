@@ -49,6 +49,16 @@ pub fn push_str(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
 }
 
+/// Appends `text`, which holds nothing that needs escaping (a constant, or
+/// a key, whose bytes are `[A-Za-z0-9._/-]`), as a JSON string, quotes
+/// included, without scanning it. Checked in debug builds.
+pub fn push_plain_str(out: &mut Vec<u8>, text: &str) {
+    debug_assert!(!any_needs_escape(text.as_bytes()), "{text:?}");
+    out.push(b'"');
+    out.extend_from_slice(text.as_bytes());
+    out.push(b'"');
+}
+
 /// Appends `text` escaped for the inside of a JSON string: `"`, `\` and
 /// the control characters escaped, everything else (UTF-8 included) as is.
 pub fn push_escaped(out: &mut Vec<u8>, text: &str) {
