@@ -63,11 +63,6 @@ pub(super) fn etag(revision: u64) -> HeaderValue {
     HeaderValue::from_bytes(&tag[..digits + 2]).unwrap_or(HeaderValue::from_static("\"0\""))
 }
 
-/// A header value that takes over `text`'s buffer instead of copying it.
-pub(super) fn header_text(text: String) -> Option<HeaderValue> {
-    HeaderValue::from_maybe_shared(Bytes::from(text)).ok()
-}
-
 /// The metadata JSON object of the API (never a value), written by hand
 /// (see [`crate::text::json`] for why): the object every write answers and every
 /// listing is made of.
@@ -153,7 +148,9 @@ pub(super) fn secret_headers(headers: &mut HeaderMap, meta: &Meta) {
     headers.insert(CONTENT_TYPE, content_type);
     headers.insert(ETAG, etag(meta.revision));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Some(value) = header_text(httpdate::fmt_http_date(meta.expires_at)) {
+    if let Ok(value) =
+        HeaderValue::from_bytes(crate::text::timefmt::http_date(meta.expires_at).as_bytes())
+    {
         headers.insert(EXPIRES, value);
     }
     if let Ok(value) = HeaderValue::from_bytes(rfc3339(meta.expires_at).as_bytes()) {
