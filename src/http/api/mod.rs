@@ -218,19 +218,21 @@ impl Api {
             (Route::Secret(raw), &Method::GET)
                 if has_wait(query) || headers.contains_key(IF_NONE_MATCH) =>
             {
-                self.wait_secret(who, raw, query, headers).await
+                Box::pin(self.wait_secret(who, raw, query, headers)).await
             }
             (Route::Secret(raw), &Method::GET) => self.get_secret(who, raw, query, true),
             (Route::Secret(raw), &Method::HEAD) => self.get_secret(who, raw, query, false),
             (Route::Secret(raw), &Method::PUT) => {
-                self.put_secret(who, raw, query, headers, body).await
+                Box::pin(self.put_secret(who, raw, query, headers, body)).await
             }
             (Route::Secret(raw), &Method::PATCH) => {
-                self.renew(who, raw, query, headers, body).await
+                Box::pin(self.renew(who, raw, query, headers, body)).await
             }
             (Route::Secret(raw), &Method::DELETE) => self.delete(who, raw, query),
             (Route::Secrets, &Method::GET | &Method::HEAD) => self.list(who, query),
-            (Route::Push(raw), &Method::POST) => self.push(who, raw, query, headers, body).await,
+            (Route::Push(raw), &Method::POST) => {
+                Box::pin(self.push(who, raw, query, headers, body)).await
+            }
             (Route::Pop(raw), &Method::POST) => self.pop(who, raw, query),
             (Route::Selfcheck, &Method::GET | &Method::HEAD) => self.selfcheck(query),
             (Route::OpenApi, &Method::GET | &Method::HEAD) => {
