@@ -205,6 +205,29 @@ mod tests {
         UNIX_EPOCH + Duration::new(seconds, nanos)
     }
 
+    /// Seconds spread over 1970..9999: the edges of a day, a leap day and
+    /// its neighbours, the last second, and 20,000 from a xorshift.
+    fn samples() -> Vec<u64> {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut samples: Vec<u64> = vec![
+            0,
+            59,
+            86_399,
+            86_400,
+            68_169_600,
+            951_782_400,
+            4_107_542_399,
+            LAST_SECOND,
+        ];
+        for _ in 0..20_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            samples.push(state % (LAST_SECOND + 1));
+        }
+        samples
+    }
+
     #[test]
     fn known_instants() {
         assert_eq!(
@@ -227,15 +250,7 @@ mod tests {
             http_date(at(784_111_777, 0)).as_bytes(),
             b"Sun, 06 Nov 1994 08:49:37 GMT"
         );
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut samples: Vec<u64> = vec![0, 59, 86_399, 86_400, 951_782_400, LAST_SECOND];
-        for _ in 0..20_000 {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            samples.push(state % (LAST_SECOND + 1));
-        }
-        for seconds in samples {
+        for seconds in samples() {
             let time = at(seconds, 999_999_999);
             assert_eq!(
                 http_date(time).as_bytes(),
@@ -267,17 +282,7 @@ mod tests {
 
     #[test]
     fn agrees_with_humantime_across_the_range() {
-        // Days and seconds spread over 1970..9999, leap years and their
-        // boundaries included.
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut samples: Vec<u64> = vec![0, 59, 86_399, 86_400, 68_169_600, 4_107_542_399];
-        for _ in 0..20_000 {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            samples.push(state % (LAST_SECOND + 1));
-        }
-        for seconds in samples {
+        for seconds in samples() {
             let time = at(seconds, (seconds % 1_000_000_000) as u32);
             assert_eq!(
                 rfc3339(time, Fraction::Millis).as_str(),
