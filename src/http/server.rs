@@ -58,6 +58,7 @@ use crate::http::api::{route_template, unindexed, Api, ResponseBody};
 use crate::http::counters::RequestCounters;
 use crate::http::early::Drained;
 use crate::http::h2guard::H2Guard;
+use crate::http::onwake::OnWake;
 use crate::http::problem::ApiError;
 use crate::http::wipe::ZeroedReads;
 use crate::store::Store;
@@ -571,14 +572,32 @@ impl Connection {
             let wake_at = activity
                 .deadline(idle_timeout, response_timeout)
                 .map_or(look_again, |(at, _)| at.min(look_again));
-            tokio::select! {
+            // The timers and watches are polled only when one of them has
+            // fired, not at each of the socket's wake-ups (`onwake`).
+            let (draining, trust) = (&mut self.draining, &mut self.trust);
+            let side = OnWake::new(async {
+                tokio::select! {
+                    () = tokio::time::sleep_until(wake_at) => Side::Deadline,
+                    () = place.evicted(), if !closing => Side::Evicted,
+                    changed = draining.wait_for(|draining| *draining), if !closing => {
+                        Side::Draining { gone: changed.is_err() }
+                    }
+                    changed = trust.changed(), if !closing => Side::Trust { gone: changed.is_err() },
+                    () = &mut too_old, if !closing => Side::TooOld,
+                }
+            });
+            let side = tokio::select! {
+                biased;
                 result = connection.as_mut() => {
                     if let Err(error) = result {
                         tracing::debug!(%peer, %error, "connection ended with an error");
                     }
                     return;
                 }
-                () = tokio::time::sleep_until(wake_at) => {
+                side = side => side,
+            };
+            match side {
+                Side::Deadline => {
                     match activity.expired(idle_timeout, response_timeout) {
                         Some(Expired::Idle) => {
                             tracing::debug!(%peer, "closing idle connection");
@@ -591,24 +610,21 @@ impl Connection {
                     }
                     return;
                 }
-                () = place.evicted(), if !closing => {
+                Side::Evicted => {
                     self.health.closed_for_room.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(%peer, "closing the longest idle connection to make room");
                 }
-                changed = self.draining.wait_for(|draining| *draining), if !closing => {
-                    if changed.is_err() {
-                        // The server is gone without draining: stop.
-                        return;
-                    }
-                }
-                changed = self.trust.changed(), if !closing => {
-                    if changed.is_err() || self.trust.borrow_and_update().verifies(&chain) {
+                // The server is gone without draining: stop.
+                Side::Draining { gone: true } => return,
+                Side::Draining { gone: false } => {}
+                Side::Trust { gone } => {
+                    if gone || self.trust.borrow_and_update().verifies(&chain) {
                         continue;
                     }
                     self.health.closed_untrusted.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(%peer, identity = %named, "closing connection: its client certificate does not verify against the reloaded client CA");
                 }
-                () = &mut too_old, if !closing => {
+                Side::TooOld => {
                     self.health.closed_max_age.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(%peer, "closing connection at --max-connection-age");
                 }
@@ -619,6 +635,20 @@ impl Connection {
             connection.as_mut().graceful_shutdown();
         }
     }
+}
+
+/// What ended a connection's wait, other than hyper's connection.
+enum Side {
+    /// The idle or stall deadline, or the time to look again.
+    Deadline,
+    /// Its place was taken for a newer connection.
+    Evicted,
+    /// The drain began (`gone`: the server ended without one).
+    Draining { gone: bool },
+    /// The client CA changed (`gone`: the server is ending).
+    Trust { gone: bool },
+    /// `--max-connection-age` passed.
+    TooOld,
 }
 
 /// What a connection's requests share.
