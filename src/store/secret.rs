@@ -27,11 +27,13 @@ impl SecretBytes {
             return Buffer::boxed(std::mem::take(&mut *bytes).into_boxed_slice()).map(SecretBytes);
         }
         // Taken out of the `Zeroizing` (which is left an empty vector), so
-        // the copy is wiped by one `memset` instead of `zeroize`'s volatile
-        // loop over the whole capacity. Only `..len` was ever written: the
-        // body was appended into a fresh buffer (`read_body`).
+        // the copy is wiped by `memset` instead of `zeroize`'s volatile
+        // loop. The spare capacity is wiped too, as `Zeroizing` would: it is
+        // filled in place (no reallocation); a body sent with a
+        // Content-Length has none.
         let mut body = std::mem::take(&mut *bytes);
         let stored = SecretBytes::copy_from(&body);
+        body.resize(body.capacity(), 0);
         wipe(&mut body);
         stored
     }
