@@ -152,8 +152,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_timer_inside_fires_through_it() {
+        use std::time::Duration;
         let started = tokio::time::Instant::now();
-        OnWake::new(tokio::time::sleep(std::time::Duration::from_millis(20))).await;
-        assert!(started.elapsed() >= std::time::Duration::from_millis(20));
+        // A wake-up lost on the way would hang: bounded, it fails instead.
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            OnWake::new(tokio::time::sleep(Duration::from_millis(20))),
+        )
+        .await
+        .expect("the timer's wake-up reached the task");
+        assert!(started.elapsed() >= Duration::from_millis(20));
     }
 }

@@ -49,13 +49,19 @@ pub fn push_str(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
 }
 
-/// Appends `text`, which holds nothing that needs escaping (a constant, or
-/// a key, whose bytes are `[A-Za-z0-9._/-]`), as a JSON string, quotes
-/// included, without scanning it. Checked in debug builds.
-pub fn push_plain_str(out: &mut Vec<u8>, text: &str) {
-    debug_assert!(!any_needs_escape(text.as_bytes()), "{text:?}");
+/// Appends `text`, which holds nothing that needs escaping (a constant, a
+/// key, whose bytes are `[A-Za-z0-9._/-]`, or a timestamp's bytes), as a
+/// JSON string, quotes included, without scanning it. Checked in debug
+/// builds.
+pub fn push_plain_str(out: &mut Vec<u8>, text: impl AsRef<[u8]>) {
+    let text = text.as_ref();
+    debug_assert!(
+        !any_needs_escape(text),
+        "{:?}",
+        String::from_utf8_lossy(text)
+    );
     out.push(b'"');
-    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(text);
     out.push(b'"');
 }
 

@@ -105,9 +105,7 @@ pub fn http_date(time: SystemTime) -> HttpDate {
     // 1970-01-01 was a Thursday.
     bytes[..3].copy_from_slice(WEEKDAYS[((days + 4) % 7) as usize]);
     bytes[8..11].copy_from_slice(MONTHS[((month + 11) % 12) as usize]);
-    let mut put = |at: usize, value: u64| {
-        bytes[at..at + 2].copy_from_slice(&PAIRS[(value % 100) as usize]);
-    };
+    let mut put = |at: usize, value: u64| put_pair(&mut bytes, at, value);
     put(5, day);
     put(12, year / 100);
     put(14, year);
@@ -126,9 +124,7 @@ pub fn rfc3339(time: SystemTime, fraction: Fraction) -> Rfc3339 {
     let mut bytes = [0u8; LONGEST];
     // The layout is fixed, so every field has its place: two digits at a
     // time from a table, no loop and no division by a variable.
-    let mut put = |at: usize, value: u64| {
-        bytes[at..at + 2].copy_from_slice(&PAIRS[(value % 100) as usize]);
-    };
+    let mut put = |at: usize, value: u64| put_pair(&mut bytes, at, value);
     put(0, year / 100);
     put(2, year);
     put(5, month);
@@ -163,6 +159,11 @@ pub fn rfc3339(time: SystemTime, fraction: Fraction) -> Rfc3339 {
     }
     bytes[len - 1] = b'Z';
     Rfc3339 { bytes, len }
+}
+
+/// Writes the last two digits of `value` at `at`.
+fn put_pair(bytes: &mut [u8], at: usize, value: u64) {
+    bytes[at..at + 2].copy_from_slice(&PAIRS[(value % 100) as usize]);
 }
 
 /// `"00"` to `"99"`.

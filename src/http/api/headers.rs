@@ -75,12 +75,12 @@ impl MetaJson<'_> {
 
     /// Appends the object to `out`.
     pub(super) fn write(&self, out: &mut Vec<u8>) {
-        use crate::text::json::{push_str, push_u64};
+        use crate::text::json::{push_plain_str, push_str, push_u64};
         let meta = self.0;
         out.extend_from_slice(b"{\"key\":");
-        push_str(out, meta.key.as_str());
+        push_plain_str(out, meta.key.as_str());
         out.extend_from_slice(b",\"kind\":");
-        push_str(out, meta.kind.as_str());
+        push_plain_str(out, meta.kind.as_str());
         out.extend_from_slice(b",\"size\":");
         push_u64(out, meta.size);
         out.extend_from_slice(b",\"version\":");
@@ -90,11 +90,8 @@ impl MetaJson<'_> {
             (b",\"updated_at\":", meta.updated_at),
             (b",\"expires_at\":", meta.expires_at),
         ] {
-            // A timestamp never needs escaping: copied as it is.
             out.extend_from_slice(name);
-            out.push(b'"');
-            out.extend_from_slice(rfc3339(time).as_bytes());
-            out.push(b'"');
+            push_plain_str(out, rfc3339(time).as_bytes());
         }
         out.extend_from_slice(b",\"reads_left\":");
         match meta.reads_left {
